@@ -1,0 +1,105 @@
+// Package identity owns who a user is once the ID token has been verified:
+// the Identity type, the identity headers sent upstream, the scrubbing of
+// client-sent look-alikes, and the signed identity assertion with its JWKS.
+//
+// It does not verify ID tokens (oidcflow does), decide access (authz does) or
+// store anything (session does).
+package identity
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Identity is the verified description of a user, taken from the ID token and
+// completed from userinfo.
+type Identity struct {
+	// Subject is the IdP's stable identifier for the user ("sub").
+	Subject string
+	// Email is the user's email address; may be empty.
+	Email string
+	// EmailVerified is false only when the IdP said so explicitly
+	// ("email_verified": false). An absent claim counts as verified because
+	// several IdPs never send it.
+	EmailVerified bool
+	// PreferredUsername is the "preferred_username" claim; may be empty.
+	PreferredUsername string
+	// Groups are the values of the configured groups claim.
+	Groups []string
+}
+
+// Upstream header names (DESIGN.md behaviour 5).
+const (
+	HeaderUser              = "X-Auth-Request-User"
+	HeaderEmail             = "X-Auth-Request-Email"
+	HeaderPreferredUsername = "X-Auth-Request-Preferred-Username"
+	HeaderGroups            = "X-Auth-Request-Groups"
+	HeaderAssertion         = "X-Gatehouse-Identity"
+)
+
+// reserved are header names (lower case, "-" separated) that only the proxy
+// may set. The oauth2-proxy names are included so that an app migrated from
+// it cannot be fooled by a client that sends them.
+var reserved = map[string]bool{
+	"x-forwarded-access-token":       true,
+	"x-forwarded-user":               true,
+	"x-forwarded-email":              true,
+	"x-forwarded-groups":             true,
+	"x-forwarded-preferred-username": true,
+}
+
+// reservedPrefixes are header name prefixes that only the proxy may set.
+var reservedPrefixes = []string{"x-auth-request-", "x-gatehouse-"}
+
+// IsReserved reports whether a client-sent header called name must be removed
+// before the request goes upstream. Names are compared lower-cased and with
+// "_" read as "-", because many servers and CGI-style frameworks treat the
+// two alike.
+func IsReserved(name string) bool {
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	if reserved[n] {
+		return true
+	}
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Scrub removes every reserved header from h. It runs on every request,
+// including those on skip-auth paths.
+func Scrub(h http.Header) {
+	for name := range h {
+		if IsReserved(name) {
+			delete(h, name)
+		}
+	}
+}
+
+// SetHeaders writes the identity headers for id into h, replacing any value.
+// assertion is the signed X-Gatehouse-Identity JWT. Values are cleaned of
+// control characters so that a strange claim cannot break the request.
+func SetHeaders(h http.Header, id Identity, assertion string) {
+	h[HeaderUser] = []string{clean(id.Subject)}
+	h[HeaderEmail] = []string{clean(id.Email)}
+	h[HeaderPreferredUsername] = []string{clean(id.PreferredUsername)}
+	h[HeaderGroups] = []string{clean(strings.Join(id.Groups, ","))}
+	h[HeaderAssertion] = []string{assertion}
+}
+
+// clean drops characters that are not allowed in an HTTP header value.
+func clean(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == 0x7f {
+			return strings.Map(func(r rune) rune {
+				if r < 0x20 || r == 0x7f {
+					return -1
+				}
+				return r
+			}, s)
+		}
+	}
+	return s
+}

@@ -1,0 +1,165 @@
+package identity_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
+)
+
+func TestScrub(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		header string
+		remove bool
+	}{
+		{"user", "X-Auth-Request-User", true},
+		{"email lower case", "x-auth-request-email", true},
+		{"groups with underscores", "X_Auth_Request_Groups", true},
+		{"mixed separators", "X-Auth_Request-Preferred_Username", true},
+		{"any x-auth-request header", "X-Auth-Request-Anything", true},
+		{"assertion", "X-Gatehouse-Identity", true},
+		{"assertion underscores", "X_GATEHOUSE_IDENTITY", true},
+		{"any gatehouse header", "X-Gatehouse-Debug", true},
+		{"forwarded access token", "X-Forwarded-Access-Token", true},
+		{"forwarded access token underscores", "x_forwarded_access_token", true},
+		{"oauth2-proxy user", "X-Forwarded-User", true},
+		{"oauth2-proxy email", "X-Forwarded-Email", true},
+		{"authorization kept", "Authorization", false},
+		{"x-forwarded-for kept", "X-Forwarded-For", false},
+		{"similar name kept", "X-Auth-Requested", false},
+		{"ordinary kept", "Accept", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := http.Header{}
+			h[tc.header] = []string{"spoofed"} // raw key, as a server may keep it
+			h.Set("Accept", "text/html")
+			identity.Scrub(h)
+			_, present := h[tc.header]
+			if present == tc.remove {
+				t.Errorf("after Scrub, header %q present = %v, want %v", tc.header, present, !tc.remove)
+			}
+			if tc.header != "Accept" && h.Get("Accept") != "text/html" {
+				t.Errorf("Scrub removed an unrelated header")
+			}
+		})
+	}
+}
+
+func TestSetHeaders(t *testing.T) {
+	t.Parallel()
+	h := http.Header{}
+	identity.SetHeaders(h, identity.Identity{
+		Subject: "u1", Email: "a@example.com", PreferredUsername: "ann\r\nX-Evil: 1",
+		Groups: []string{"a", "b"},
+	}, "tok")
+	want := http.Header{
+		"X-Auth-Request-User":               {"u1"},
+		"X-Auth-Request-Email":              {"a@example.com"},
+		"X-Auth-Request-Preferred-Username": {"annX-Evil: 1"},
+		"X-Auth-Request-Groups":             {"a,b"},
+		"X-Gatehouse-Identity":              {"tok"},
+	}
+	if diff := cmp.Diff(want, h); diff != "" {
+		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+}
+
+func TestAssertionVerifiesWithJWKS(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	s, err := identity.NewSigner(func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identity.Identity{Subject: "u1", Email: "a@example.com", Groups: []string{"g"}}
+	tok, exp, err := s.Assertion(id, "https://app.example", "http://127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := exp.Sub(now); got != identity.MaxAssertionLifetime {
+		t.Errorf("lifetime = %v, want %v", got, identity.MaxAssertionLifetime)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(s.JWKS(), &set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 1 || set.Keys[0].IsPublic() != true || set.Keys[0].Algorithm != "ES256" {
+		t.Fatalf("jwks = %s", s.JWKS())
+	}
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if jws.Signatures[0].Header.KeyID != set.Keys[0].KeyID {
+		t.Errorf("kid %q not in jwks", jws.Signatures[0].Header.KeyID)
+	}
+	payload, err := jws.Verify(set.Keys[0])
+	if err != nil {
+		t.Fatalf("verify with jwks: %v", err)
+	}
+	var c identity.Claims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	want := identity.Claims{
+		Issuer: "https://app.example", Audience: "http://127.0.0.1:8080", Subject: "u1",
+		Email: "a@example.com", Groups: []string{"g"},
+		IssuedAt: now.Unix(), NotBefore: now.Unix(), Expiry: now.Add(5 * time.Minute).Unix(),
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("claims (-want +got):\n%s", diff)
+	}
+
+	// Another signer's key must not verify it.
+	other, err := identity.NewSigner(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var otherSet jose.JSONWebKeySet
+	if err := json.Unmarshal(other.JWKS(), &otherSet); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jws.Verify(otherSet.Keys[0]); err == nil {
+		t.Error("assertion verified with a foreign key")
+	}
+}
+
+func TestAssertionCache(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	s, err := identity.NewSigner(func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := identity.Identity{Subject: "u1"}
+	a, _, _ := s.Assertion(id, "https://a", "up")
+	b, _, _ := s.Assertion(id, "https://a", "up")
+	if a != b {
+		t.Error("fresh assertion not reused")
+	}
+	c, _, _ := s.Assertion(identity.Identity{Subject: "u2"}, "https://a", "up")
+	if c == a {
+		t.Error("another user got the same assertion")
+	}
+	d, _, _ := s.Assertion(id, "https://b", "up")
+	if d == a {
+		t.Error("another issuer got the same assertion")
+	}
+	now = now.Add(2*time.Minute + time.Second)
+	e, exp, _ := s.Assertion(id, "https://a", "up")
+	if e == a {
+		t.Error("assertion with under 3 minutes left was reused")
+	}
+	if exp.Sub(now) < 4*time.Minute {
+		t.Errorf("re-issued assertion expires in %v", exp.Sub(now))
+	}
+}
