@@ -1,0 +1,236 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/redirect"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
+)
+
+// serveHTTP is the entry point for every browser request.
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	// Client-sent identity headers go first, on every path (behaviour 5).
+	identity.Scrub(r.Header)
+	if !normalizePath(r) {
+		s.writeError(w, r, errBadPath)
+		return
+	}
+	path := r.URL.Path
+	if path == s.cfg.PathPrefix || strings.HasPrefix(path, s.cfg.PathPrefix+"/") {
+		s.metrics.count(resultEndpoint)
+		if err := s.endpoint(w, r, strings.TrimPrefix(path, s.cfg.PathPrefix)); err != nil {
+			s.writeError(w, r, err)
+		}
+		return
+	}
+	policy := s.policy.Load()
+	if policy.Skip(path) {
+		s.metrics.count(resultSkipped)
+		stripCookies(r, s.isOurCookie)
+		s.proxy.ServeHTTP(w, r)
+		return
+	}
+	if err := s.protected(w, r); err != nil {
+		s.writeError(w, r, err)
+	}
+}
+
+// protected serves a request that needs a session.
+func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
+	sess, err := s.store.Load(r)
+	switch {
+	case errors.Is(err, session.ErrUnavailable):
+		return err
+	case err != nil:
+		return s.unauthenticated(w, r, "no valid session")
+	case sess.Expired(s.now()):
+		return s.unauthenticated(w, r, "session expired")
+	}
+	decision := s.policy.Load().Decide(sess.Identity)
+	if !decision.Allowed {
+		s.metrics.count(resultForbidden)
+		s.metrics.decisions.WithLabelValues(decision.FailedRule).Inc()
+		s.log.InfoContext(r.Context(), "Request denied", "sub", sess.Identity.Subject, "rule", decision.FailedRule, "method", r.Method, "path", r.URL.Path)
+		return &forbiddenError{rule: decision.FailedRule}
+	}
+	origin, ok := s.flow.Origin(r.Host)
+	if !ok {
+		return oidcflow.ErrUnknownHost
+	}
+	assertion, _, err := s.signer.Assertion(sess.Identity, origin, s.cfg.Upstream)
+	if err != nil {
+		return err
+	}
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		s.log.DebugContext(r.Context(), "Request allowed", "sub", sess.Identity.Subject, "email", sess.Identity.Email, "method", r.Method, "path", r.URL.Path)
+	}
+	stripCookies(r, s.isOurCookie)
+	identity.SetHeaders(r.Header, sess.Identity, assertion)
+	if s.cfg.PassAccessToken && sess.AccessToken != "" {
+		r.Header.Set("Authorization", "Bearer "+sess.AccessToken)
+	}
+	s.metrics.count(resultProxied)
+	s.proxy.ServeHTTP(w, r)
+	s.metrics.duration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// unauthenticated answers a request without a usable session: navigations
+// start a login, everything else gets 401 JSON (behaviour 1).
+func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request, why string) error {
+	if !isNavigation(r) {
+		s.metrics.count(resultUnauthenticated)
+		s.log.DebugContext(r.Context(), "Request unauthenticated", "reason", why, "method", r.Method, "path", r.URL.Path)
+		writeUnauthenticated(w)
+		return nil
+	}
+	rd := redirect.SafePath(r.URL.RequestURI())
+	if err := s.flow.Start(w, r, rd); err != nil {
+		return &retryError{rd: rd, err: err}
+	}
+	s.metrics.count(resultLogin)
+	s.metrics.logins.WithLabelValues("started").Inc()
+	s.log.DebugContext(r.Context(), "Login started", "reason", why, "path", r.URL.Path)
+	return nil
+}
+
+// endpoint serves the proxy's own endpoints under --path-prefix.
+func (s *Server) endpoint(w http.ResponseWriter, r *http.Request, name string) error {
+	switch name {
+	case "/start":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			return errMethod
+		}
+		rd := redirect.SafePath(r.URL.Query().Get("rd"))
+		if err := s.flow.Start(w, r, rd); err != nil {
+			return &retryError{rd: rd, err: err}
+		}
+		s.metrics.logins.WithLabelValues("started").Inc()
+		return nil
+	case "/callback":
+		if r.Method != http.MethodGet {
+			return errMethod
+		}
+		return s.callback(w, r)
+	case "/jwks.json":
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(s.signer.JWKS())
+		return nil
+	case "/userinfo":
+		return s.userinfo(w, r)
+	default:
+		return errNotFound
+	}
+}
+
+func (s *Server) callback(w http.ResponseWriter, r *http.Request) error {
+	sess, rd, err := s.flow.Callback(w, r)
+	if err != nil {
+		s.metrics.logins.WithLabelValues("failed").Inc()
+		return &retryError{rd: rd, err: err}
+	}
+	if err := s.store.Save(w, r, sess); err != nil {
+		s.metrics.logins.WithLabelValues("failed").Inc()
+		return &retryError{rd: rd, err: err}
+	}
+	s.metrics.logins.WithLabelValues("succeeded").Inc()
+	s.log.InfoContext(r.Context(), "Login succeeded", "sub", sess.Identity.Subject, "groups", len(sess.Identity.Groups))
+	seeOther(w, redirect.SafePath(rd))
+	return nil
+}
+
+// userinfoResponse is the JSON of <prefix>/userinfo: the session's identity,
+// never its tokens.
+type userinfoResponse struct {
+	Subject           string   `json:"sub"`
+	Email             string   `json:"email,omitempty"`
+	EmailVerified     bool     `json:"email_verified"`
+	PreferredUsername string   `json:"preferred_username,omitempty"`
+	Groups            []string `json:"groups"`
+	ExpiresAt         int64    `json:"session_expires_at"`
+}
+
+func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return errMethod
+	}
+	sess, err := s.store.Load(r)
+	switch {
+	case errors.Is(err, session.ErrUnavailable):
+		return err
+	case err != nil || sess.Expired(s.now()):
+		writeUnauthenticated(w)
+		return nil
+	}
+	groups := sess.Identity.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	writeJSON(w, http.StatusOK, userinfoResponse{
+		Subject: sess.Identity.Subject, Email: sess.Identity.Email, EmailVerified: sess.Identity.EmailVerified,
+		PreferredUsername: sess.Identity.PreferredUsername, Groups: groups, ExpiresAt: sess.ExpiresAt.Unix(),
+	})
+	return nil
+}
+
+// isOurCookie reports whether a cookie belongs to Gatehouse (the session,
+// its chunks, login state) and must not reach the app.
+func (s *Server) isOurCookie(name string) bool {
+	return name == s.cookieName || strings.HasPrefix(name, s.cookieName+"-")
+}
+
+// levelFor logs server-side failures as errors, the rest as warnings or
+// info.
+func (s *Server) levelFor(status int) slog.Level {
+	switch {
+	case status >= 500:
+		return slog.LevelError
+	case status == http.StatusForbidden:
+		return slog.LevelInfo
+	default:
+		return slog.LevelWarn
+	}
+}
+
+func (s *Server) metricsMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		idp := "identity provider: discovered"
+		if !s.flow.Ready() {
+			idp = "identity provider: not yet discovered (new logins wait; existing sessions are served)"
+		}
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready: not listening\n" + idp + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n" + idp + "\n"))
+	})
+	return mux
+}
+
+// seeOther redirects to a local path exactly as given. http.Redirect would
+// clean the path, and DESIGN.md behaviour 3 wants it used as is.
+func seeOther(w http.ResponseWriter, path string) {
+	h := w.Header()
+	h.Set("Location", path)
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusFound)
+}

@@ -1,0 +1,154 @@
+// Package oidcflow runs the OpenID Connect authorization code flow for the
+// proxy: discovery, the start of a login, and the callback that turns a code
+// into a verified session.
+//
+// Every security primitive comes from a library: PKCE from x/oauth2,
+// signature, iss, aud and exp checks from go-oidc, cookie sealing from
+// gorilla/securecookie. This package adds the checks those libraries leave to
+// the relying party (nonce, azp, iat, single use of state and code). It does
+// not store sessions or decide access.
+package oidcflow
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"golang.org/x/oauth2"
+)
+
+// Errors the proxy maps to responses.
+var (
+	// ErrLoginState: the callback's state is missing, unknown, expired or
+	// already used. 400 with a link to start again.
+	ErrLoginState = errors.New("login state missing, expired or already used")
+	// ErrUnknownHost: the request's Host matches no --redirect-url. 400.
+	ErrUnknownHost = errors.New("host has no registered redirect URL")
+	// ErrLoginRefused: the IdP refused the login or the code. 403.
+	ErrLoginRefused = errors.New("identity provider refused the login")
+	// ErrTokenRejected: the ID token failed verification. 403.
+	ErrTokenRejected = errors.New("ID token rejected")
+	// ErrIdPUnavailable: the IdP is not discovered yet or unreachable. 503.
+	ErrIdPUnavailable = errors.New("identity provider unavailable")
+	// ErrIdPFailed: the IdP answered with a server error. 502.
+	ErrIdPFailed = errors.New("identity provider failed")
+)
+
+// Config configures a Flow. All fields are validated by the proxy's Config.
+type Config struct {
+	IssuerURL string
+	ClientID  string
+	// ClientSecret is empty for a public client (PKCE only).
+	ClientSecret string
+	Scopes       []string
+	// RedirectURLs are the exact callback URLs registered at the IdP.
+	RedirectURLs []*url.URL
+	GroupsClaim  string
+	// CookieName is the session cookie's name; login cookies are named
+	// CookieName + "-login-" + a random id.
+	CookieName string
+	Secure     bool
+	// Codecs seal login cookies; the first encodes.
+	Codecs          []securecookie.Codec
+	SessionLifetime time.Duration
+	HTTPClient      *http.Client
+	Now             func() time.Time
+	Log             *slog.Logger
+}
+
+// Flow runs logins. It is safe for concurrent use.
+type Flow struct {
+	cfg      Config
+	provider atomic.Pointer[provider]
+	used     *usedSet
+}
+
+// New returns a Flow. It does no I/O; call Run to discover the provider.
+func New(cfg Config) *Flow {
+	return &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
+}
+
+// RedirectURL returns the registered callback URL for a request's Host. With
+// one URL it is always that one; with several, the one whose host equals
+// the Host (case-insensitive, port included). It is never derived from the
+// request.
+func (f *Flow) RedirectURL(host string) (*url.URL, bool) {
+	if len(f.cfg.RedirectURLs) == 1 {
+		return f.cfg.RedirectURLs[0], true
+	}
+	for _, u := range f.cfg.RedirectURLs {
+		if strings.EqualFold(u.Host, host) {
+			return u, true
+		}
+	}
+	return nil, false
+}
+
+// Origin returns the external origin (scheme://host) used for a request's
+// Host, for the iss of identity assertions.
+func (f *Flow) Origin(host string) (string, bool) {
+	u, ok := f.RedirectURL(host)
+	if !ok {
+		return "", false
+	}
+	return u.Scheme + "://" + u.Host, true
+}
+
+func (f *Flow) oauth2Config(p *provider, redirect *url.URL) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     f.cfg.ClientID,
+		ClientSecret: f.cfg.ClientSecret,
+		Endpoint:     p.endpoint,
+		RedirectURL:  redirect.String(),
+		Scopes:       f.cfg.Scopes,
+	}
+}
+
+// usedSet remembers consumed states and codes until their login window
+// closes, so that a callback can never be replayed against this replica,
+// whatever the IdP does with reused codes.
+type usedSet struct {
+	now func() time.Time
+	mu  sync.Mutex // guards m
+	m   map[string]time.Time
+}
+
+// maxUsed bounds usedSet; past it, entries are pruned, and if none have
+// expired the oldest half goes.
+const maxUsed = 100_000
+
+func newUsedSet(now func() time.Time) *usedSet {
+	return &usedSet{now: now, m: make(map[string]time.Time)}
+}
+
+// add records key until expires; it reports false when key was already
+// recorded and has not expired.
+func (u *usedSet) add(key string, expires time.Time) bool {
+	now := u.now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if exp, ok := u.m[key]; ok && now.Before(exp) {
+		return false
+	}
+	if len(u.m) >= maxUsed {
+		for k, exp := range u.m {
+			if !now.Before(exp) {
+				delete(u.m, k)
+			}
+		}
+		for k := range u.m {
+			if len(u.m) < maxUsed/2 {
+				break
+			}
+			delete(u.m, k)
+		}
+	}
+	u.m[key] = expires
+	return true
+}

@@ -1,0 +1,95 @@
+package oidcflow
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
+)
+
+// provider is everything learnt from discovery. It is built once and never
+// changed.
+type provider struct {
+	oidc     *oidc.Provider
+	verifier *oidc.IDTokenVerifier
+	endpoint oauth2.Endpoint
+	userinfo string
+	// Optional endpoints the session lifecycle uses.
+	revocation  string
+	endSession  string
+	algorithms  []string
+	discoveredAt time.Time
+}
+
+// discovery retry bounds.
+const (
+	retryMin = 500 * time.Millisecond
+	retryMax = 30 * time.Second
+)
+
+// Run discovers the provider in the background, retrying with capped
+// exponential backoff until it succeeds or ctx ends. The proxy serves
+// existing sessions the whole time (DESIGN.md behaviour 11); only new logins
+// wait for discovery.
+func (f *Flow) Run(ctx context.Context) {
+	delay := retryMin
+	for {
+		p, err := f.discover(ctx)
+		if err == nil {
+			f.provider.Store(p)
+			f.cfg.Log.InfoContext(ctx, "Identity provider discovered", "issuer", f.cfg.IssuerURL, "revocation", p.revocation != "", "endSession", p.endSession != "")
+			return
+		}
+		f.cfg.Log.WarnContext(ctx, "Identity provider discovery failed; new logins wait", "issuer", f.cfg.IssuerURL, "retryIn", delay.String(), "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, retryMax)
+	}
+}
+
+// Ready reports whether discovery has succeeded.
+func (f *Flow) Ready() bool { return f.provider.Load() != nil }
+
+func (f *Flow) discover(ctx context.Context) (*provider, error) {
+	ctx, cancel := context.WithTimeout(f.clientContext(ctx), 10*time.Second)
+	defer cancel()
+	op, err := oidc.NewProvider(ctx, f.cfg.IssuerURL)
+	if err != nil {
+		return nil, fmt.Errorf("discover %s: %w", f.cfg.IssuerURL, err)
+	}
+	var extra struct {
+		Revocation string   `json:"revocation_endpoint"`
+		EndSession string   `json:"end_session_endpoint"`
+		Algorithms []string `json:"id_token_signing_alg_values_supported"`
+	}
+	if err := op.Claims(&extra); err != nil {
+		return nil, fmt.Errorf("read discovery document: %w", err)
+	}
+	// The key set fetches JWKS lazily and refetches on an unknown key id;
+	// its requests use the proxy's HTTP client but outlive ctx.
+	keyCtx := f.clientContext(context.WithoutCancel(ctx))
+	return &provider{
+		oidc: op,
+		verifier: op.VerifierContext(keyCtx, &oidc.Config{
+			ClientID: f.cfg.ClientID,
+			Now:      f.cfg.Now,
+		}),
+		endpoint:     op.Endpoint(),
+		userinfo:     op.UserInfoEndpoint(),
+		revocation:   extra.Revocation,
+		endSession:   extra.EndSession,
+		algorithms:   extra.Algorithms,
+		discoveredAt: f.cfg.Now(),
+	}, nil
+}
+
+// clientContext makes go-oidc and x/oauth2 use the configured HTTP client.
+func (f *Flow) clientContext(ctx context.Context) context.Context {
+	ctx = oidc.ClientContext(ctx, f.cfg.HTTPClient)
+	return context.WithValue(ctx, oauth2.HTTPClient, f.cfg.HTTPClient)
+}

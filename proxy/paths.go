@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"net/http"
+	"strings"
+)
+
+// removeDotSegments applies RFC 3986 5.2.4 to an absolute path. Unlike
+// path.Clean it keeps a trailing slash and repeated slashes, so only "." and
+// ".." segments change, which is what an upstream server would resolve.
+func removeDotSegments(p string) string {
+	if !strings.Contains(p, ".") {
+		return p
+	}
+	segs := strings.Split(p, "/")[1:]
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
+			continue
+		}
+		if last {
+			out = append(out, "")
+		}
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+// normalizePath rewrites r's path without dot segments (DESIGN.md behaviour
+// 13). The decoded path is what skip-auth patterns see and, re-encoded, what
+// goes upstream, so "/public/%2e%2e/admin" is "/admin" for both. It reports
+// false for a path that is not absolute.
+func normalizePath(r *http.Request) bool {
+	p := r.URL.Path
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	if clean := removeDotSegments(p); clean != p {
+		r.URL.Path = clean
+		r.URL.RawPath = ""
+	}
+	return true
+}
+
+// isNavigation reports whether r is a browser navigation: a GET or HEAD
+// whose Accept lists text/html explicitly (*/* alone does not count).
+func isNavigation(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	for _, accept := range r.Header.Values("Accept") {
+		for part := range strings.SplitSeq(accept, ",") {
+			media, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(media), "text/html") {
+				continue
+			}
+			if q := qValue(params); q == "0" || q == "0.0" || q == "0.00" || q == "0.000" {
+				continue
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func qValue(params string) string {
+	for p := range strings.SplitSeq(params, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// stripCookies removes the cookies for which ours is true from r's Cookie
+// headers, keeping every other cookie byte for byte.
+func stripCookies(r *http.Request, ours func(name string) bool) {
+	values := r.Header.Values("Cookie")
+	if len(values) == 0 {
+		return
+	}
+	var kept []string
+	changed := false
+	for _, v := range values {
+		for part := range strings.SplitSeq(v, ";") {
+			pair := strings.TrimSpace(part)
+			if pair == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(pair, "=")
+			if ours(strings.TrimSpace(name)) {
+				changed = true
+				continue
+			}
+			kept = append(kept, pair)
+		}
+	}
+	if !changed && len(values) == 1 {
+		return
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header.Set("Cookie", strings.Join(kept, "; "))
+}

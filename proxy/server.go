@@ -1,0 +1,303 @@
+// Package proxy is the Gatehouse sidecar: an OpenID Connect authenticating
+// reverse proxy in front of one app.
+//
+// Its public face is small: Config (flags, environment, file, validation),
+// New and Server.Run. The OIDC flow, sessions, authorization, redirects and
+// identity assertions live in internal packages. The proxy never talks to the
+// Kubernetes API server.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/authz"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
+)
+
+// Deps are the process-level things New does not make itself.
+type Deps struct {
+	// Log receives structured logs; nil discards them.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// HTTPClient talks to the IdP; nil means a client with a 15s timeout.
+	HTTPClient *http.Client
+}
+
+// Server is a configured proxy. Its state is built once by New and never
+// changes, except the policy, which a --config reload swaps atomically.
+type Server struct {
+	cfg        Config
+	log        *slog.Logger
+	now        func() time.Time
+	upstream   *url.URL
+	cookieName string
+	flow       *oidcflow.Flow
+	store      session.Store
+	signer     *identity.Signer
+	proxy      *httputil.ReverseProxy
+	metrics    *metrics
+	policy     atomic.Pointer[authz.Policy]
+	ready      atomic.Bool
+}
+
+// New builds a Server from a validated Config: it reads the secret files
+// but does no network I/O. Errors about the configuration wrap ErrConfig.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = &http.Client{Timeout: 15 * time.Second}
+	}
+	secrets, err := readCookieSecrets(cfg.CookieSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cookie-secret-file: %w", ErrConfig, err)
+	}
+	clientSecret, err := readClientSecret(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --client-secret-file: %w", ErrConfig, err)
+	}
+	codecs, err := cookiestore.Codecs(secrets, cfg.SessionLifetime)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cookie-secret-file: %w", ErrConfig, err)
+	}
+	loginCodecs, err := cookiestore.Codecs(secrets, oidcflow.LoginWindow)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cookie-secret-file: %w", ErrConfig, err)
+	}
+	policy, err := authz.New(cfg.PolicySpec())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	upstream, _ := parseAbsURL(cfg.Upstream)
+	var redirects []*url.URL
+	for _, raw := range cfg.RedirectURLs {
+		u, _ := parseAbsURL(raw)
+		redirects = append(redirects, u)
+	}
+	signer, err := identity.NewSigner(deps.Now)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        deps.Log,
+		now:        deps.Now,
+		upstream:   upstream,
+		cookieName: cfg.EffectiveCookieName(),
+		signer:     signer,
+		metrics:    newMetrics(),
+	}
+	s.policy.Store(policy)
+	s.flow = oidcflow.New(oidcflow.Config{
+		IssuerURL:       cfg.IssuerURL,
+		ClientID:        cfg.ClientID,
+		ClientSecret:    string(clientSecret),
+		Scopes:          strings.Fields(cfg.Scopes),
+		RedirectURLs:    redirects,
+		GroupsClaim:     cfg.GroupsClaim,
+		CookieName:      s.cookieName,
+		Secure:          cfg.CookieSecure,
+		Codecs:          loginCodecs,
+		SessionLifetime: cfg.SessionLifetime,
+		HTTPClient:      deps.HTTPClient,
+		Now:             deps.Now,
+		Log:             deps.Log,
+	})
+	switch cfg.SessionStore {
+	case StoreCookie:
+		s.store = cookiestore.New(cookiestore.Options{Name: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs, Now: deps.Now})
+	default:
+		return nil, fmt.Errorf("%w: --session-store: %q is not supported by this version; use cookie", ErrConfig, cfg.SessionStore)
+	}
+	s.proxy = s.newReverseProxy()
+	return s, nil
+}
+
+// readCookieSecrets reads one secret a non-empty line (DESIGN.md behaviour
+// 6); each line's raw bytes are key material.
+func readCookieSecrets(path string) ([][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var secrets [][]byte
+	for i, line := range bytes.Split(b, []byte("\n")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		if len(line) < cookiestore.MinSecretLen {
+			return nil, fmt.Errorf("line %d is %d bytes, need at least %d (make one with: head -c 32 /dev/urandom | base64)", i+1, len(line), cookiestore.MinSecretLen)
+		}
+		secrets = append(secrets, line)
+	}
+	if len(secrets) == 0 {
+		return nil, fmt.Errorf("%s holds no secret", path)
+	}
+	return secrets, nil
+}
+
+// readClientSecret reads the client secret file, or takes
+// GATEHOUSE_CLIENT_SECRET; "none" declares a public client.
+func readClientSecret(cfg Config) (Secret, error) {
+	switch cfg.ClientSecretFile {
+	case PublicClient:
+		return nil, nil
+	case "":
+		return cfg.ClientSecret, nil
+	}
+	b, err := os.ReadFile(cfg.ClientSecretFile)
+	if err != nil {
+		return nil, err
+	}
+	secret := bytes.TrimSpace(b)
+	if len(secret) == 0 {
+		return nil, fmt.Errorf("%s is empty", cfg.ClientSecretFile)
+	}
+	return Secret(secret), nil
+}
+
+func (s *Server) newReverseProxy() *httputil.ReverseProxy {
+	transport := &http.Transport{
+		Proxy: nil, // the upstream is local; never route it through HTTP_PROXY
+		DialContext: (&net.Dialer{
+			Timeout:   10 * time.Second,
+			KeepAlive: 30 * time.Second,
+		}).DialContext,
+		// One upstream: keep enough idle connections that concurrent
+		// requests reuse them instead of dialling anew.
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   1024,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		// Pass content encodings through untouched.
+		DisableCompression: true,
+	}
+	upstream := s.upstream
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(upstream)
+			pr.Out.Host = pr.In.Host // the app sees the Host the browser used
+			pr.SetXForwarded()
+		},
+		Transport: transport,
+		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			s.metrics.upstreamErrors.Inc()
+			if errors.Is(err, context.Canceled) {
+				return // the client went away
+			}
+			s.log.WarnContext(r.Context(), "Upstream request failed", "upstream", s.cfg.Upstream, "path", r.URL.Path, "error", err)
+			if isNavigation(r) {
+				writePage(w, page{Status: http.StatusBadGateway, Title: "The app is not answering",
+					Message: "You are signed in, but the app behind this page did not answer. Try again in a moment.", RequestID: requestID()})
+				return
+			}
+			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "upstream_unavailable"})
+		},
+	}
+}
+
+// Handler returns the handler for browsers' traffic.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// MetricsHandler returns the handler for --metrics-address.
+func (s *Server) MetricsHandler() http.Handler { return s.metricsMux() }
+
+// Run listens on --listen-address and --metrics-address and serves until
+// ctx ends, then drains in-flight requests for up to --shutdown-timeout.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("--listen-address: %w", err)
+	}
+	mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddress)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("--metrics-address: %w", err)
+	}
+	return s.Serve(ctx, ln, mln)
+}
+
+// Serve is Run on listeners the caller opened.
+func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	go func() {
+		s.flow.Run(bg)
+		if s.flow.Ready() {
+			s.metrics.idpReady.Set(1)
+		}
+	}()
+	if s.cfg.ConfigFile != "" {
+		go s.watchPolicy(bg)
+	}
+	if !s.cfg.CookieSecure {
+		s.log.Warn("Cookies are not marked Secure (--cookie-secure=false); use this only for plain-HTTP local development")
+	}
+	if s.cfg.ClientSecretFile == PublicClient {
+		s.log.Info("Running as a public OAuth client (PKCE only, no client secret)")
+	}
+	main := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	admin := &http.Server{
+		Handler:           s.metricsMux(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- main.Serve(ln) }()
+	go func() { errc <- admin.Serve(metricsLn) }()
+	s.ready.Store(true)
+	s.log.Info("Proxy listening", "address", ln.Addr().String(), "metricsAddress", metricsLn.Addr().String(), "upstream", s.cfg.Upstream, "issuer", s.cfg.IssuerURL)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.ready.Store(false)
+	s.log.Info("Shutting down: draining in-flight requests", "timeout", s.cfg.ShutdownTimeout.String())
+	drain, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := main.Shutdown(drain)
+	_ = admin.Close()
+	stopBackground()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	if err != nil {
+		return fmt.Errorf("drain in-flight requests: %w", err)
+	}
+	s.log.Info("Proxy stopped")
+	return nil
+}
