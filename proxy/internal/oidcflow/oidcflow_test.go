@@ -1,0 +1,180 @@
+package oidcflow
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func newFlow(t *testing.T, idp *idptest.Provider, clk *clock, redirects ...string) *Flow {
+	t.Helper()
+	codecs, err := cookiestore.Codecs([][]byte{[]byte(strings.Repeat("x", 32))}, LoginWindow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []*url.URL
+	for _, r := range redirects {
+		u, _ := url.Parse(r)
+		urls = append(urls, u)
+	}
+	f := New(Config{
+		IssuerURL: idp.URL, ClientID: idp.ClientID, ClientSecret: idp.ClientSecret,
+		Scopes: []string{"openid"}, RedirectURLs: urls, GroupsClaim: "groups",
+		CookieName: "gh", Codecs: codecs, SessionLifetime: time.Hour,
+		HTTPClient: idp.Client(), Now: clk.now, Log: slog.New(slog.DiscardHandler),
+	})
+	p, err := f.discover(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.provider.Store(p)
+	return f
+}
+
+// startAndAuthorize runs Start and the IdP's authorize step, returning the
+// callback request with the login cookie.
+func startAndAuthorize(t *testing.T, f *Flow, idp *idptest.Provider) *http.Request {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	if err := f.Start(rec, httptest.NewRequest(http.MethodGet, "https://app.example/x", nil), "/x"); err != nil {
+		t.Fatal(err)
+	}
+	resp := rec.Result()
+	noFollow := idp.Client()
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	authResp, err := noFollow.Get(resp.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	authResp.Body.Close()
+	cb := httptest.NewRequest(http.MethodGet, authResp.Header.Get("Location"), nil)
+	for _, c := range resp.Cookies() {
+		cb.AddCookie(c)
+	}
+	return cb
+}
+
+func TestLoginWindow(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	for _, tc := range []struct {
+		name    string
+		wait    time.Duration
+		wantErr error
+	}{
+		{"within the window", 9 * time.Minute, nil},
+		{"after the window", 10*time.Minute + time.Second, ErrLoginState},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			clk := &clock{t: time.Now()}
+			f := newFlow(t, idp, clk, "https://app.example/_gatehouse/callback")
+			cb := startAndAuthorize(t, f, idp)
+			clk.advance(tc.wait)
+			// The IdP's tokens are minted on its own (real) clock.
+			_, rd, err := f.Callback(httptest.NewRecorder(), cb)
+			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
+				t.Fatalf("Callback after %v: %v, want %v", tc.wait, err, tc.wantErr)
+			}
+			if rd != "/x" {
+				t.Errorf("return path %q, want /x", rd)
+			}
+		})
+	}
+}
+
+func TestRedirectURLChoice(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	single := newFlow(t, idp, &clock{t: time.Now()}, "https://app.example/cb")
+	if u, ok := single.RedirectURL("anything.example"); !ok || u.Host != "app.example" {
+		t.Errorf("single URL: %v %v", u, ok)
+	}
+	multi := newFlow(t, idp, &clock{t: time.Now()}, "https://a.example/cb", "https://b.example:8443/cb")
+	for host, want := range map[string]string{"a.example": "a.example", "A.EXAMPLE": "a.example", "b.example:8443": "b.example:8443", "b.example": "", "evil.example": "", "a.example:443": ""} {
+		u, ok := multi.RedirectURL(host)
+		got := ""
+		if ok {
+			got = u.Host
+		}
+		if got != want {
+			t.Errorf("RedirectURL(%q) = %q, want %q", host, got, want)
+		}
+	}
+}
+
+func TestClaimParsing(t *testing.T) {
+	t.Parallel()
+	raw := func(s string) map[string]json.RawMessage {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(s), &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		claims       string
+		wantVerified bool
+		wantGroups   []string
+	}{
+		{`{}`, true, nil},
+		{`{"email_verified":true,"groups":["a","b"]}`, true, []string{"a", "b"}},
+		{`{"email_verified":false,"groups":"solo"}`, false, []string{"solo"}},
+		{`{"email_verified":"false","groups":["a",""]}`, false, []string{"a"}},
+		{`{"email_verified":"true","groups":42}`, true, nil},
+		{`{"email_verified":null}`, false, nil},
+	} {
+		c := raw(tc.claims)
+		if got := verified(c); got != tc.wantVerified {
+			t.Errorf("verified(%s) = %v", tc.claims, got)
+		}
+		if got := groups(c["groups"]); !cmp.Equal(got, tc.wantGroups) {
+			t.Errorf("groups(%s) = %v, want %v", tc.claims, got, tc.wantGroups)
+		}
+	}
+}
+
+func TestUsedSet(t *testing.T) {
+	t.Parallel()
+	clk := &clock{t: time.Now()}
+	u := newUsedSet(clk.now)
+	if !u.add("k", clk.now().Add(time.Minute)) {
+		t.Fatal("first add refused")
+	}
+	if u.add("k", clk.now().Add(time.Minute)) {
+		t.Fatal("second add accepted")
+	}
+	clk.advance(2 * time.Minute)
+	if !u.add("k", clk.now().Add(time.Minute)) {
+		t.Fatal("add after expiry refused")
+	}
+}
