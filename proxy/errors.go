@@ -12,7 +12,7 @@ import (
 )
 
 // forbiddenError is an authenticated user refused by a rule.
-type forbiddenError struct{ rule string }
+type forbiddenError struct{ rule, sub string }
 
 func (e *forbiddenError) Error() string { return "refused by " + e.rule }
 
@@ -95,9 +95,14 @@ func requestID() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	c := classify(err)
 	id := requestID()
-	level := s.levelFor(c.status)
-	s.log.Log(r.Context(), level, "Request failed", "requestId", id, "status", c.status, "method", r.Method, "path", r.URL.Path, "error", err)
-	s.metrics.count(resultError)
+	var fe *forbiddenError
+	if errors.As(err, &fe) {
+		// An authorization decision, not a failure.
+		s.log.InfoContext(r.Context(), "Request denied", "requestId", id, "sub", fe.sub, "rule", fe.rule, "method", r.Method, "path", r.URL.Path)
+	} else {
+		s.log.Log(r.Context(), s.levelFor(c.status), "Request failed", "requestId", id, "status", c.status, "method", r.Method, "path", r.URL.Path, "error", err)
+		s.metrics.count(resultError)
+	}
 	if c.status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "5")
 	}

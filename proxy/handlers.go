@@ -59,8 +59,7 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 	if !decision.Allowed {
 		s.metrics.count(resultForbidden)
 		s.metrics.decisions.WithLabelValues(decision.FailedRule).Inc()
-		s.log.InfoContext(r.Context(), "Request denied", "sub", sess.Identity.Subject, "rule", decision.FailedRule, "method", r.Method, "path", r.URL.Path)
-		return &forbiddenError{rule: decision.FailedRule}
+		return &forbiddenError{rule: decision.FailedRule, sub: sess.Identity.Subject}
 	}
 	origin, ok := s.flow.Origin(r.Host)
 	if !ok {

@@ -1,0 +1,61 @@
+# Gatehouse developer targets. Run `make help` for the list.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)"
+FUZZTIME ?= 30s
+BENCH_DURATION ?= 10s
+
+IDP_DEPS := hack/idp/node_modules/.package-lock.json
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: demo
+demo: build $(IDP_DEPS) ## Run the local demo: real IdP, sample app and the proxy on 127.0.0.1
+	hack/demo.sh
+
+.PHONY: build
+build: ## Build bin/gatehouse (static, version stamped)
+	$(GO_BUILD) -o bin/gatehouse ./cmd/gatehouse
+
+.PHONY: test
+test: $(IDP_DEPS) ## Run unit, integration and end-to-end tests with the race detector
+	go test -race -count=1 ./...
+
+$(IDP_DEPS): hack/idp/package.json hack/idp/package-lock.json
+	npm ci --prefix hack/idp --no-audit --no-fund
+	@touch $@
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
+	@for pkg in $$(go list ./...); do \
+	  dir=$$(go list -f '{{.Dir}}' $$pkg); \
+	  for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "== $$pkg $$f"; \
+	    go test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+	  done; \
+	done
+
+.PHONY: bench
+bench: build ## Measure the proxy against a plain reverse proxy (needs wrk)
+	go test ./proxy/... -run '^$$' -bench . -benchmem
+	go run ./hack/bench -gatehouse bin/gatehouse -duration $(BENCH_DURATION)
+
+.PHONY: vet
+vet: ## go vet and gofmt
+	go vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w on the files above"; exit 1; }
+
+.PHONY: verify
+verify: vet ## Check that go.mod is tidy and generated files are current
+	go mod tidy
+	git diff --exit-code -- go.mod go.sum
+
+.PHONY: clean
+clean: ## Remove build outputs
+	rm -rf bin/gatehouse

@@ -1,0 +1,349 @@
+package proxy
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/authz"
+)
+
+// Session store kinds.
+const (
+	StoreCookie = "cookie"
+	StoreRedis  = "redis"
+)
+
+// Logout redirect modes.
+const (
+	LogoutLocal = "local"
+	LogoutIdP   = "idp"
+)
+
+// PublicClient is the --client-secret-file value that declares a public
+// client (PKCE only, no secret).
+const PublicClient = "none"
+
+// Config is the validated configuration of the proxy. Start from
+// DefaultConfig; Load fills it from flags, environment and file.
+type Config struct {
+	ListenAddress         string
+	Upstream              string
+	IssuerURL             string
+	ClientID              string
+	ClientSecretFile      string
+	RedirectURLs          []string
+	CookieSecretFile      string
+	CookieName            string
+	CookieSecure          bool
+	SessionStore          string
+	RedisURL              string
+	Scopes                string
+	AllowedEmails         []string
+	AllowedEmailDomains   []string
+	AllowedGroups         []string
+	GroupsClaim           string
+	SkipAuthPaths         []string
+	PassAccessToken       bool
+	PathPrefix            string
+	MetricsAddress        string
+	SessionLifetime       time.Duration
+	LogoutRedirect        string
+	PostLogoutRedirectURL string
+	TokenAudience         string
+	ShutdownTimeout       time.Duration
+	LogLevel              string
+	ConfigFile            string
+
+	// ClientSecret is the client secret given by GATEHOUSE_CLIENT_SECRET
+	// rather than a file. It is never a flag, so it never shows in a
+	// process listing.
+	ClientSecret Secret
+
+	// pinned names the policy keys set by flag or environment; a reloaded
+	// --config file does not override them.
+	pinned map[string]bool
+}
+
+// DefaultConfig returns the defaults of DESIGN.md "The proxy contract".
+func DefaultConfig() Config {
+	return Config{
+		ListenAddress:   ":4180",
+		CookieSecure:    true,
+		SessionStore:    StoreCookie,
+		Scopes:          "openid email profile",
+		GroupsClaim:     "groups",
+		PathPrefix:      "/_gatehouse",
+		MetricsAddress:  ":9090",
+		SessionLifetime: 12 * time.Hour,
+		LogoutRedirect:  LogoutLocal,
+		ShutdownTimeout: 20 * time.Second,
+		LogLevel:        "info",
+	}
+}
+
+// RegisterFlags defines every proxy flag on fs, bound to c.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ListenAddress, "listen-address", c.ListenAddress, "`address` where browsers' traffic arrives")
+	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "`URL` of the app, e.g. http://127.0.0.1:8080 (required)")
+	fs.StringVar(&c.IssuerURL, "issuer-url", c.IssuerURL, "OIDC issuer `URL`; discovery at <issuer>/.well-known/openid-configuration (required)")
+	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "OAuth client `id` (required)")
+	fs.StringVar(&c.ClientSecretFile, "client-secret-file", c.ClientSecretFile, "`file` holding the client secret; \"none\" for a public client (PKCE only); GATEHOUSE_CLIENT_SECRET may hold the secret itself")
+	fs.Var(&listValue{p: &c.RedirectURLs}, "redirect-url", "exact external callback `URL` registered at the IdP, e.g. https://app.example.com/_gatehouse/callback; repeat for several hosts, chosen by exact Host match (required)")
+	fs.StringVar(&c.CookieSecretFile, "cookie-secret-file", c.CookieSecretFile, "`file` with one secret of at least 32 bytes a line: the first seals new cookies, later ones are still accepted (rotation) (required)")
+	fs.StringVar(&c.CookieName, "cookie-name", c.CookieName, "session cookie `name` (default __Host-gatehouse when --cookie-secure, else gatehouse)")
+	fs.Var(&boolValue{p: &c.CookieSecure}, "cookie-secure", "mark cookies Secure; turn off only for plain-HTTP local development")
+	fs.StringVar(&c.SessionStore, "session-store", c.SessionStore, "`kind` of session store: cookie (encrypted cookie) or redis (opaque id in the cookie, tokens server side)")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis:// or rediss:// `URL` of the shared session store")
+	fs.StringVar(&c.Scopes, "scopes", c.Scopes, "space-separated OAuth `scopes`; must include openid")
+	fs.Var(&commaValue{p: &c.AllowedEmails}, "allowed-emails", "comma-separated `emails` allowed in; empty admits any authenticated user")
+	fs.Var(&commaValue{p: &c.AllowedEmailDomains}, "allowed-email-domains", "comma-separated email `domains` allowed in (exact match, no subdomains)")
+	fs.Var(&commaValue{p: &c.AllowedGroups}, "allowed-groups", "comma-separated `groups` allowed in (any one admits)")
+	fs.StringVar(&c.GroupsClaim, "groups-claim", c.GroupsClaim, "ID token / userinfo `claim` holding the user's groups")
+	fs.Var(&listValue{p: &c.SkipAuthPaths}, "skip-auth-path", "`regexp` on the normalised path of requests that pass without authentication; repeatable")
+	fs.Var(&boolValue{p: &c.PassAccessToken}, "pass-access-token", "also send Authorization: Bearer <access token> upstream")
+	fs.StringVar(&c.PathPrefix, "path-prefix", c.PathPrefix, "`path` under which the proxy's own endpoints live")
+	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "`address` serving /metrics, /healthz and /readyz, never behind auth")
+	fs.Var(&durationValue{p: &c.SessionLifetime}, "session-lifetime", "how long a login lasts, whatever the tokens say")
+	fs.StringVar(&c.LogoutRedirect, "logout-redirect", c.LogoutRedirect, "what logout does, by `mode`: local (back to /) or idp (RP-initiated logout at the IdP)")
+	fs.StringVar(&c.PostLogoutRedirectURL, "post-logout-redirect-url", c.PostLogoutRedirectURL, "exact `URL` the IdP returns to after idp logout (default the site's /)")
+	fs.StringVar(&c.TokenAudience, "token-audience", c.TokenAudience, "`aud` of page tokens from <prefix>/token (default the upstream)")
+	fs.Var(&durationValue{p: &c.ShutdownTimeout}, "shutdown-timeout", "how long SIGTERM drains in-flight requests")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `file` with the same keys as the flags; its policy keys (allowed-*, skip-auth-path) are reloaded on change")
+}
+
+// policyKeys are the flags a --config file may change at run time.
+var policyKeys = []string{"allowed-emails", "allowed-email-domains", "allowed-groups", "skip-auth-path"}
+
+// EffectiveCookieName is --cookie-name, or its default for --cookie-secure.
+func (c Config) EffectiveCookieName() string {
+	switch {
+	case c.CookieName != "":
+		return c.CookieName
+	case c.CookieSecure:
+		return "__Host-gatehouse"
+	default:
+		return "gatehouse"
+	}
+}
+
+// EffectiveTokenAudience is --token-audience, or the upstream.
+func (c Config) EffectiveTokenAudience() string {
+	if c.TokenAudience != "" {
+		return c.TokenAudience
+	}
+	return c.Upstream
+}
+
+// PolicySpec is the access policy part of the configuration.
+func (c Config) PolicySpec() authz.Spec {
+	return authz.Spec{
+		AllowedEmails:       c.AllowedEmails,
+		AllowedEmailDomains: c.AllowedEmailDomains,
+		AllowedGroups:       c.AllowedGroups,
+		SkipAuthPaths:       c.SkipAuthPaths,
+	}
+}
+
+var cookieNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// Validate checks the configuration without touching files or the network,
+// and reports every problem at once, each naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(flag string, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("--%s: %s", flag, fmt.Sprintf(format, args...)))
+	}
+	if err := checkAddress(c.ListenAddress); err != nil {
+		add("listen-address", "%v", err)
+	}
+	if err := checkAddress(c.MetricsAddress); err != nil {
+		add("metrics-address", "%v", err)
+	} else if sameListener(c.ListenAddress, c.MetricsAddress) {
+		add("metrics-address", "%q must not be the --listen-address: metrics are never served behind auth", c.MetricsAddress)
+	}
+	if c.Upstream == "" {
+		add("upstream", "required: the app's URL, e.g. http://127.0.0.1:8080")
+	} else if u, err := parseAbsURL(c.Upstream); err != nil {
+		add("upstream", "%v", err)
+	} else if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		add("upstream", "%q must be scheme://host:port without a path or query", c.Upstream)
+	}
+	if c.IssuerURL == "" {
+		add("issuer-url", "required: the OIDC issuer, e.g. https://login.example.com")
+	} else if u, err := parseAbsURL(c.IssuerURL); err != nil {
+		add("issuer-url", "%v", err)
+	} else if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		add("issuer-url", "%q must use https (http only for loopback addresses, in development)", c.IssuerURL)
+	}
+	if c.ClientID == "" {
+		add("client-id", "required: the OAuth client id registered at the IdP")
+	}
+	if c.ClientSecretFile == "" && len(c.ClientSecret) == 0 {
+		add("client-secret-file", "required: a file with the client secret, GATEHOUSE_CLIENT_SECRET, or \"none\" for a public client")
+	}
+	prefixErr := c.validatePrefix()
+	if prefixErr != nil {
+		add("path-prefix", "%v", prefixErr)
+	}
+	if len(c.RedirectURLs) == 0 {
+		add("redirect-url", "required: the exact callback URL registered at the IdP, e.g. https://app.example.com%s/callback", c.PathPrefix)
+	}
+	hosts := map[string]bool{}
+	for _, raw := range c.RedirectURLs {
+		u, err := parseAbsURL(raw)
+		if err != nil {
+			add("redirect-url", "%v", err)
+			continue
+		}
+		if c.CookieSecure && u.Scheme != "https" {
+			add("redirect-url", "%q must use https while --cookie-secure is on", raw)
+		}
+		// RawPath is set when the URL escapes a character that needs no
+		// escaping (/_gatehouse%2Fcallback): the IdP would send the browser
+		// to a path the proxy does not route as its callback. With a bad
+		// --path-prefix there is no right path to ask for.
+		if want := c.PathPrefix + "/callback"; prefixErr == nil && (u.Path != want || u.RawPath != "") {
+			add("redirect-url", "%q must have the path %s (the proxy's callback under --path-prefix)", raw, want)
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			add("redirect-url", "%q must not have a query or fragment", raw)
+		}
+		h := strings.ToLower(u.Host)
+		if hosts[h] {
+			add("redirect-url", "host %q is given twice", u.Host)
+		}
+		hosts[h] = true
+	}
+	if c.CookieSecretFile == "" {
+		add("cookie-secret-file", "required: a file with at least 32 random bytes, e.g. made with: head -c 32 /dev/urandom | base64 > cookie-secret")
+	}
+	name := c.EffectiveCookieName()
+	switch {
+	case !cookieNameRE.MatchString(name):
+		add("cookie-name", "%q is not a valid cookie name", name)
+	// Browsers match the prefixes case-insensitively (RFC 6265bis 4.1.3).
+	case hasPrefixFold(name, "__Host-") && !c.CookieSecure:
+		add("cookie-name", "%q needs --cookie-secure (browsers drop __Host- cookies without Secure)", name)
+	case hasPrefixFold(name, "__Secure-") && !c.CookieSecure:
+		add("cookie-name", "%q needs --cookie-secure", name)
+	}
+	switch c.SessionStore {
+	case StoreCookie:
+	case StoreRedis:
+		if c.RedisURL == "" {
+			add("redis-url", "required when --session-store=redis")
+		}
+	default:
+		add("session-store", "%q is not cookie or redis", c.SessionStore)
+	}
+	if c.RedisURL != "" {
+		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis+sentinel") {
+			add("redis-url", "%q is not a redis://, rediss:// or redis+sentinel:// URL", c.RedisURL)
+		}
+	}
+	if !slices.Contains(strings.Fields(c.Scopes), "openid") {
+		add("scopes", "%q must include openid", c.Scopes)
+	}
+	if strings.TrimSpace(c.GroupsClaim) == "" {
+		add("groups-claim", "must not be empty")
+	}
+	if _, err := authz.New(c.PolicySpec()); err != nil {
+		for _, e := range unjoin(err) {
+			errs = append(errs, fmt.Errorf("--%w", e))
+		}
+	}
+	if c.SessionLifetime < time.Minute {
+		add("session-lifetime", "%v is too short (at least 1m)", c.SessionLifetime)
+	}
+	switch c.LogoutRedirect {
+	case LogoutLocal, LogoutIdP:
+	default:
+		add("logout-redirect", "%q is not local or idp", c.LogoutRedirect)
+	}
+	if c.PostLogoutRedirectURL != "" {
+		if _, err := parseAbsURL(c.PostLogoutRedirectURL); err != nil {
+			add("post-logout-redirect-url", "%v", err)
+		}
+	}
+	if c.ShutdownTimeout < 0 {
+		add("shutdown-timeout", "must not be negative")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		add("log-level", "%v", err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) validatePrefix() error {
+	p := c.PathPrefix
+	switch {
+	case p == "" || p[0] != '/':
+		return fmt.Errorf("%q must start with /", p)
+	case p == "/" || strings.HasSuffix(p, "/"):
+		return fmt.Errorf("%q must not be / or end with /", p)
+	case strings.ContainsAny(p, "?#%\\ ") || strings.Contains(p, "/../") || strings.Contains(p, "/./") || strings.Contains(p, "//"):
+		return fmt.Errorf("%q must be a plain path", p)
+	}
+	return nil
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func checkAddress(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return fmt.Errorf("%q is not host:port (e.g. :4180 or 127.0.0.1:4180)", addr)
+	}
+	return nil
+}
+
+// parseAbsURL accepts an absolute http or https URL with a host.
+func parseAbsURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%q is not a URL", raw)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q must be an absolute http:// or https:// URL", raw)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%q must not carry credentials", raw)
+	}
+	return u, nil
+}
+
+// sameListener reports whether two valid host:port addresses would bind
+// the same socket. Port 0 picks a free port, so it never collides.
+func sameListener(a, b string) bool {
+	ha, pa, _ := net.SplitHostPort(a)
+	hb, pb, _ := net.SplitHostPort(b)
+	if pa != pb || pa == "0" {
+		return false
+	}
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return strings.EqualFold(ha, hb) || wildcard(ha) || wildcard(hb)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
