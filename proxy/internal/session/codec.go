@@ -46,6 +46,8 @@ func Marshal(s *Session) ([]byte, error) {
 	putTime(&raw, s.CreatedAt)
 	putTime(&raw, s.ExpiresAt)
 	putTime(&raw, s.TokenExpiry)
+	putTime(&raw, s.TokenIssuedAt)
+	putString(&raw, s.SID)
 	id := s.Identity
 	putString(&raw, id.Subject)
 	putString(&raw, id.Email)
@@ -94,6 +96,8 @@ func Unmarshal(b []byte) (*Session, error) {
 	s.CreatedAt = d.time()
 	s.ExpiresAt = d.time()
 	s.TokenExpiry = d.time()
+	s.TokenIssuedAt = d.time()
+	s.SID = d.string()
 	s.Identity = identity.Identity{Subject: d.string(), Email: d.string(), EmailVerified: d.byte() == 1}
 	s.Identity.PreferredUsername = d.string()
 	if n := d.uvarint(); n > 0 && n <= uint64(len(d.buf)) {

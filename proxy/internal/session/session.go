@@ -7,6 +7,7 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -44,10 +45,33 @@ type Session struct {
 	// ExpiresAt ends the session whatever the tokens say
 	// (--session-lifetime).
 	ExpiresAt time.Time
+	// TokenIssuedAt is when the current access token was received; with
+	// TokenExpiry it gives the token's lifetime.
+	TokenIssuedAt time.Time
+	// SID is the IdP's session id ("sid" of the ID token), used by
+	// back-channel logout; may be empty.
+	SID string
+
+	// Ref is the store's reference to this session (the Redis store keeps
+	// the session id and record key here); it is set by Load and Save and
+	// never encoded.
+	Ref string
+	// Stale is set by Load when the session was sealed with an older
+	// cookie secret; the caller saves it again to re-issue it.
+	Stale bool
 }
 
 // Expired reports whether the session's own lifetime has ended at now.
 func (s *Session) Expired(now time.Time) bool { return !now.Before(s.ExpiresAt) }
+
+// Revoker is implemented by stores that can end sessions they cannot see
+// the cookie of: OIDC Back-Channel Logout names an IdP session (sid) or a
+// user (sub), and every session of theirs created before at must end.
+type Revoker interface {
+	// Revoke ends the sessions whose SID equals sid (when sid is not
+	// empty) or whose subject equals sub (when sub is not empty).
+	Revoke(ctx context.Context, sid, sub string, at time.Time) error
+}
 
 // Store keeps sessions between requests. Implementations must treat every
 // problem with what the browser sent as ErrNotFound, and only problems of

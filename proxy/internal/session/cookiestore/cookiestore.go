@@ -1,6 +1,8 @@
 package cookiestore
 
 import (
+	"context"
+	"sync/atomic"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -32,13 +34,34 @@ type Options struct {
 
 // Store is the cookie session store.
 type Store struct {
-	opts Options
+	opts    Options
+	codecs  atomic.Pointer[[]securecookie.Codec]
+	revoked *Revocations
 }
 
-var _ session.Store = (*Store)(nil)
+var (
+	_ session.Store   = (*Store)(nil)
+	_ session.Revoker = (*Store)(nil)
+)
 
 // New returns a Store.
-func New(opts Options) *Store { return &Store{opts: opts} }
+func New(opts Options) *Store {
+	s := &Store{opts: opts, revoked: NewRevocations(opts.Now, 0)}
+	s.SetCodecs(opts.Codecs)
+	return s
+}
+
+// SetCodecs replaces the codecs, for a rotated cookie secret; sessions
+// sealed with a codec that is no longer first load as Stale.
+func (s *Store) SetCodecs(codecs []securecookie.Codec) { s.codecs.Store(&codecs) }
+
+// Revoke records a back-channel logout. The cookie store cannot reach the
+// browsers' cookies, so it refuses, on this replica only, every session of
+// sid or sub created before at.
+func (s *Store) Revoke(_ context.Context, sid, sub string, at time.Time) error {
+	s.revoked.Add(sid, sub, at)
+	return nil
+}
 
 // Load reassembles and decodes the session cookies. Any problem with them
 // is session.ErrNotFound.
@@ -51,13 +74,49 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 }
 
 // Decode decrypts, authenticates and parses a reassembled cookie value.
-// Every failure wraps session.ErrNotFound.
+// Every failure wraps session.ErrNotFound, and so does a session revoked by
+// back-channel logout.
 func (s *Store) Decode(value string) (*session.Session, error) {
-	var plain []byte
-	if err := securecookie.DecodeMulti(s.opts.Name, value, &plain, s.opts.Codecs...); err != nil {
-		return nil, fmt.Errorf("%w: %w", session.ErrNotFound, err)
+	plain, stale, err := Open(s.opts.Name, value, *s.codecs.Load())
+	if err != nil {
+		return nil, err
 	}
-	return session.Unmarshal(plain)
+	sess, err := session.Unmarshal(plain)
+	if err != nil {
+		return nil, err
+	}
+	if s.revoked.Revoked(sess) {
+		return nil, fmt.Errorf("%w: revoked by back-channel logout", session.ErrNotFound)
+	}
+	sess.Stale = stale
+	return sess, nil
+}
+
+// Open unseals a cookie value with the first codec that accepts it; stale
+// reports that it was not the first (an older secret). Failures wrap
+// session.ErrNotFound.
+func Open(name, value string, codecs []securecookie.Codec) (plain []byte, stale bool, err error) {
+	if len(codecs) == 0 {
+		return nil, false, session.ErrNotFound
+	}
+	if err := codecs[0].Decode(name, value, &plain); err == nil {
+		return plain, false, nil
+	}
+	if len(codecs) > 1 {
+		if err := securecookie.DecodeMulti(name, value, &plain, codecs[1:]...); err == nil {
+			return plain, true, nil
+		}
+	}
+	return nil, false, fmt.Errorf("%w: cookie does not authenticate", session.ErrNotFound)
+}
+
+// Seal seals plain under the first codec.
+func Seal(name string, plain []byte, codecs []securecookie.Codec) (string, error) {
+	value, err := securecookie.EncodeMulti(name, plain, codecs...)
+	if err != nil {
+		return "", fmt.Errorf("seal cookie: %w", err)
+	}
+	return value, nil
 }
 
 // read joins Name, Name-1, Name-2, ... in order until one is missing.
@@ -133,11 +192,7 @@ func (s *Store) Encode(sess *session.Session) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	value, err := securecookie.EncodeMulti(s.opts.Name, plain, s.opts.Codecs...)
-	if err != nil {
-		return "", fmt.Errorf("seal session cookie: %w", err)
-	}
-	return value, nil
+	return Seal(s.opts.Name, plain, *s.codecs.Load())
 }
 
 // split cuts value so that every Set-Cookie line stays within MaxCookieLen.

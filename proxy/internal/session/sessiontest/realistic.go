@@ -47,7 +47,7 @@ func RealisticSession(now time.Time) *session.Session {
 		"aud": []string{"account", "gatehouse"}, "azp": "gatehouse", "exp": iat + 300, "iat": iat,
 		"jti": rand.Text(), "scope": "openid email profile", "sid": rand.Text(),
 		"realm_access": map[string]any{"roles": []string{"offline_access", "uma_authorization", "default-roles-corp"}},
-		"email": "ann.smith@example.com", "preferred_username": "ann.smith",
+		"email":        "ann.smith@example.com", "preferred_username": "ann.smith",
 	})
 	rt := make([]byte, 32)
 	_, _ = rand.Read(rt)

@@ -1,0 +1,337 @@
+// Package redisstore keeps sessions in Redis so that every replica of an app
+// shares them and logout kills copies of the cookie too.
+//
+// The browser's cookie holds only a random session id and a random record
+// key, sealed with the cookie secret. The Redis record holds the session
+// encrypted with that record key (AES-256-GCM), so a dump of Redis alone
+// reveals no token, and the cookie alone holds none. One client
+// (go-redis UniversalClient) serves standalone, Sentinel and Cluster.
+// redisstore does not decide when to refresh or log out.
+package redisstore
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/securecookie"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
+)
+
+// opTimeout bounds each store call on top of the client's own timeouts.
+const opTimeout = 3 * time.Second
+
+const (
+	idLen  = 32
+	keyLen = 32
+)
+
+// Options configure a Store.
+type Options struct {
+	Client     redis.UniversalClient
+	CookieName string
+	Secure     bool
+	Codecs     []securecookie.Codec
+	// Prefix starts every Redis key; default "gatehouse:".
+	Prefix string
+	// MaxLifetime bounds index entries (--session-lifetime).
+	MaxLifetime time.Duration
+	Now         func() time.Time
+}
+
+// Store is the Redis session store.
+type Store struct {
+	opts   Options
+	codecs atomic.Pointer[[]securecookie.Codec]
+}
+
+var (
+	_ session.Store   = (*Store)(nil)
+	_ session.Revoker = (*Store)(nil)
+)
+
+// New returns a Store; it does not connect.
+func New(opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = "gatehouse:"
+	}
+	s := &Store{opts: opts}
+	s.SetCodecs(opts.Codecs)
+	return s
+}
+
+// SetCodecs replaces the cookie codecs (a rotated cookie secret).
+func (s *Store) SetCodecs(codecs []securecookie.Codec) { s.codecs.Store(&codecs) }
+
+// ref is what the cookie seals: the session id and the record key.
+type ref struct {
+	id, key []byte
+}
+
+func (r ref) String() string { return string(r.id) + string(r.key) }
+
+func parseRef(s string) (ref, bool) {
+	if len(s) != idLen+keyLen {
+		return ref{}, false
+	}
+	return ref{id: []byte(s[:idLen]), key: []byte(s[idLen:])}, true
+}
+
+// recordKey is the Redis key of a session: a hash of its id, so that the
+// keys in a dump are not session ids.
+func (s *Store) recordKey(r ref) string {
+	sum := sha256.Sum256(r.id)
+	return s.opts.Prefix + "s:" + hex.EncodeToString(sum[:])
+}
+
+func (s *Store) indexKey(kind, v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return s.opts.Prefix + kind + ":" + hex.EncodeToString(sum[:])
+}
+
+// Load reads the cookie and then the record. A bad cookie or a missing or
+// undecryptable record is ErrNotFound; Redis failing is ErrUnavailable.
+func (s *Store) Load(r *http.Request) (*session.Session, error) {
+	c, err := r.Cookie(s.opts.CookieName)
+	if err != nil {
+		return nil, session.ErrNotFound
+	}
+	plain, stale, err := cookiestore.Open(s.opts.CookieName, c.Value, *s.codecs.Load())
+	if err != nil {
+		return nil, err
+	}
+	rf, ok := parseRef(string(plain))
+	if !ok {
+		return nil, fmt.Errorf("%w: malformed session reference", session.ErrNotFound)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	sealed, err := s.opts.Client.Get(ctx, s.recordKey(rf)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: no record", session.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: load session: %w", session.ErrUnavailable, err)
+	}
+	data, err := openRecord(rf, s.recordKey(rf), sealed)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := session.Unmarshal(data)
+	if err != nil {
+		return nil, err
+	}
+	sess.Ref = rf.String()
+	sess.Stale = stale
+	return sess, nil
+}
+
+// Save writes the record (new id and key for a new session, the same ones
+// for an update), indexes it by sid and sub for back-channel logout, and
+// sets the cookie.
+func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess *session.Session) error {
+	ttl := sess.ExpiresAt.Sub(s.opts.Now())
+	if ttl <= 0 {
+		return s.Delete(w, r)
+	}
+	rf, ok := parseRef(sess.Ref)
+	if !ok {
+		rf = ref{id: make([]byte, idLen), key: make([]byte, keyLen)}
+		_, _ = rand.Read(rf.id)
+		_, _ = rand.Read(rf.key)
+	}
+	plain, err := session.Marshal(sess)
+	if err != nil {
+		return err
+	}
+	key := s.recordKey(rf)
+	sealed, err := sealRecord(rf, key, plain)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	idxTTL := max(ttl, s.opts.MaxLifetime)
+	_, err = s.opts.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, key, sealed, ttl)
+		if sess.SID != "" {
+			ik := s.indexKey("sid", sess.SID)
+			p.SAdd(ctx, ik, key)
+			p.Expire(ctx, ik, idxTTL)
+		}
+		if sub := sess.Identity.Subject; sub != "" {
+			ik := s.indexKey("sub", sub)
+			p.SAdd(ctx, ik, key)
+			p.Expire(ctx, ik, idxTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: save session: %w", session.ErrUnavailable, err)
+	}
+	value, err := cookiestore.Seal(s.opts.CookieName, []byte(rf.String()), *s.codecs.Load())
+	if err != nil {
+		return err
+	}
+	sess.Ref = rf.String()
+	http.SetCookie(w, s.cookie(value, int(ttl/time.Second)))
+	return nil
+}
+
+// Delete removes the record, so a copied cookie is dead too, and clears the
+// cookie. The cookie is cleared even when Redis fails; the error is then
+// ErrUnavailable.
+func (s *Store) Delete(w http.ResponseWriter, r *http.Request) error {
+	http.SetCookie(w, s.cookie("", -1))
+	c, err := r.Cookie(s.opts.CookieName)
+	if err != nil {
+		return nil
+	}
+	plain, _, err := cookiestore.Open(s.opts.CookieName, c.Value, *s.codecs.Load())
+	if err != nil {
+		return nil
+	}
+	rf, ok := parseRef(string(plain))
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	if err := s.opts.Client.Del(ctx, s.recordKey(rf)).Err(); err != nil {
+		return fmt.Errorf("%w: delete session: %w", session.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Revoke deletes every session indexed under sid or sub, on every replica
+// at once since they share Redis. at is not needed: the records are gone.
+func (s *Store) Revoke(ctx context.Context, sid, sub string, _ time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	var idx []string
+	if sid != "" {
+		idx = append(idx, s.indexKey("sid", sid))
+	}
+	if sub != "" {
+		idx = append(idx, s.indexKey("sub", sub))
+	}
+	for _, ik := range idx {
+		members, err := s.opts.Client.SMembers(ctx, ik).Result()
+		if err != nil {
+			return fmt.Errorf("%w: read session index: %w", session.ErrUnavailable, err)
+		}
+		// One DEL a key: in a cluster the keys live in different slots.
+		_, err = s.opts.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range members {
+				p.Del(ctx, k)
+			}
+			p.Del(ctx, ik)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: delete sessions: %w", session.ErrUnavailable, err)
+		}
+	}
+	return nil
+}
+
+// Lock takes a short cross-replica lock on the session (for refresh). It
+// reports false when another replica holds it. unlock releases it only if
+// it is still ours.
+func (s *Store) Lock(ctx context.Context, sess *session.Session, ttl time.Duration) (unlock func(), ok bool, err error) {
+	rf, valid := parseRef(sess.Ref)
+	if !valid {
+		return func() {}, true, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	lockKey := s.recordKey(rf) + ":lock"
+	token := rand.Text()
+	ok, err = s.opts.Client.SetNX(ctx, lockKey, token, ttl).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("%w: lock session: %w", session.ErrUnavailable, err)
+	}
+	if !ok {
+		return nil, false, nil
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
+		_ = unlockScript.Run(ctx, s.opts.Client, []string{lockKey}, token).Err()
+	}, true, nil
+}
+
+// unlockScript deletes the lock only if it still holds our token.
+var unlockScript = redis.NewScript(`if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end`)
+
+// MarkUsed records key (a logout token's jti) until ttl, across replicas;
+// it reports false when key was already recorded.
+func (s *Store) MarkUsed(ctx context.Context, kind, key string, ttl time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	ok, err := s.opts.Client.SetNX(ctx, s.indexKey(kind, key), 1, ttl).Result()
+	if err != nil {
+		return false, fmt.Errorf("%w: record %s: %w", session.ErrUnavailable, kind, err)
+	}
+	return ok, nil
+}
+
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	return s.opts.Client.Ping(ctx).Err()
+}
+
+func (s *Store) cookie(value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name: s.opts.CookieName, Value: value, Path: "/", MaxAge: maxAge,
+		HttpOnly: true, Secure: s.opts.Secure, SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// sealRecord encrypts a record with AES-256-GCM under the session's record
+// key, bound to its Redis key.
+func sealRecord(rf ref, redisKey string, plain []byte) ([]byte, error) {
+	aead, err := newAEAD(rf.key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return aead.Seal(nonce, nonce, plain, []byte(redisKey)), nil
+}
+
+func openRecord(rf ref, redisKey string, sealed []byte) ([]byte, error) {
+	aead, err := newAEAD(rf.key)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize() {
+		return nil, fmt.Errorf("%w: short record", session.ErrNotFound)
+	}
+	plain, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(redisKey))
+	if err != nil {
+		return nil, fmt.Errorf("%w: record does not decrypt", session.ErrNotFound)
+	}
+	return plain, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("record cipher: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
