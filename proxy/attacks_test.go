@@ -147,7 +147,7 @@ func TestIDTokenForgeries(t *testing.T) {
 			return tok[:strings.LastIndexByte(tok, '.')+1]
 		}},
 		{name: "alg none", sign: func(p *idptest.Provider, claims []byte) string {
-			return b64(`{"alg":"none","kid":"` + p.KeyID + `"}`) + "." + b64(string(claims)) + "."
+			return b64(`{"alg":"none","kid":"`+p.KeyID+`"}`) + "." + b64(string(claims)) + "."
 		}},
 		{name: "HS256 keyed with the public key", sign: func(p *idptest.Provider, claims []byte) string {
 			der, _ := x509.MarshalPKIXPublicKey(&p.Key.PublicKey)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/authz"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore"
 )
 
 // Session store kinds.
@@ -65,6 +66,9 @@ type Config struct {
 	// rather than a file. It is never a flag, so it never shows in a
 	// process listing.
 	ClientSecret Secret
+	// RedisPassword is the Redis password from GATEHOUSE_REDIS_PASSWORD;
+	// it replaces any password in --redis-url.
+	RedisPassword Secret
 
 	// pinned names the policy keys set by flag or environment; a reloaded
 	// --config file does not override them.
@@ -100,7 +104,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.CookieName, "cookie-name", c.CookieName, "session cookie `name` (default __Host-gatehouse when --cookie-secure, else gatehouse)")
 	fs.Var(&boolValue{p: &c.CookieSecure}, "cookie-secure", "mark cookies Secure; turn off only for plain-HTTP local development")
 	fs.StringVar(&c.SessionStore, "session-store", c.SessionStore, "`kind` of session store: cookie (encrypted cookie) or redis (opaque id in the cookie, tokens server side)")
-	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis:// or rediss:// `URL` of the shared session store")
+	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis:// or rediss:// `URL` of the shared session store; add ?master_name=NAME&addr=HOST:PORT for Sentinel, ?cluster=true&addr=HOST:PORT for Cluster; the password may come from GATEHOUSE_REDIS_PASSWORD")
 	fs.StringVar(&c.Scopes, "scopes", c.Scopes, "space-separated OAuth `scopes`; must include openid")
 	fs.Var(&commaValue{p: &c.AllowedEmails}, "allowed-emails", "comma-separated `emails` allowed in; empty admits any authenticated user")
 	fs.Var(&commaValue{p: &c.AllowedEmailDomains}, "allowed-email-domains", "comma-separated email `domains` allowed in (exact match, no subdomains)")
@@ -206,10 +210,10 @@ func (c Config) Validate() error {
 		if c.CookieSecure && u.Scheme != "https" {
 			add("redirect-url", "%q must use https while --cookie-secure is on", raw)
 		}
-		// RawPath is set when the URL escapes a character that needs no
-		// escaping (/_gatehouse%2Fcallback): the IdP would send the browser
-		// to a path the proxy does not route as its callback. With a bad
-		// --path-prefix there is no right path to ask for.
+		// RawPath is set when the path is escaped other than the plain way
+		// (/_gatehouse%2Fcallback, /_gatehouse/c%61llback): the IdP would
+		// send the browser to a path the proxy does not route as its
+		// callback. With a bad --path-prefix there is no right path.
 		if want := c.PathPrefix + "/callback"; prefixErr == nil && (u.Path != want || u.RawPath != "") {
 			add("redirect-url", "%q must have the path %s (the proxy's callback under --path-prefix)", raw, want)
 		}
@@ -245,8 +249,8 @@ func (c Config) Validate() error {
 		add("session-store", "%q is not cookie or redis", c.SessionStore)
 	}
 	if c.RedisURL != "" {
-		if u, err := url.Parse(c.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "redis+sentinel") {
-			add("redis-url", "%q is not a redis://, rediss:// or redis+sentinel:// URL", c.RedisURL)
+		if err := redisstore.ValidateURL(c.RedisURL); err != nil {
+			add("redis-url", "%v (forms: redis://host:6379/0, rediss://..., ?master_name=NAME&addr=... for Sentinel, ?cluster=true&addr=... for Cluster)", err)
 		}
 	}
 	if !slices.Contains(strings.Fields(c.Scopes), "openid") {

@@ -73,6 +73,11 @@ func classify(err error) classified {
 	case errors.Is(err, session.ErrTooLarge):
 		return classified{http.StatusBadGateway, "session_too_large", "Session too large",
 			"The identity provider's tokens are too large to keep in cookies. Your platform team can switch this app to the Redis session store.", false}
+	case errors.Is(err, errCrossSite):
+		return classified{http.StatusForbidden, "forbidden", "Request refused",
+			"This action must come from a page of this site. Go back to the app and use its own button.", false}
+	case errors.Is(err, oidcflow.ErrLogoutToken), errors.Is(err, errReplayedLogoutToken), errors.Is(err, errBadRequest):
+		return classified{http.StatusBadRequest, "invalid_request", "Bad request", "The request is not valid.", false}
 	case errors.Is(err, errNotFound):
 		return classified{http.StatusNotFound, "not_found", "Not found", "There is nothing here.", false}
 	case errors.Is(err, errMethod):

@@ -55,6 +55,19 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 	case sess.Expired(s.now()):
 		return s.unauthenticated(w, r, "session expired")
 	}
+	if sess, err = s.maybeRefresh(w, r, sess); err != nil {
+		if errors.Is(err, errSessionEnded) {
+			_ = s.store.Delete(w, r)
+			return s.unauthenticated(w, r, "refresh refused")
+		}
+		return err
+	}
+	if sess.Stale {
+		// Sealed with the previous cookie secret: re-issue under the new one.
+		if err := s.store.Save(w, r, sess); err != nil {
+			return err
+		}
+	}
 	decision := s.policy.Load().Decide(sess.Identity)
 	if !decision.Allowed {
 		s.metrics.count(resultForbidden)
@@ -128,6 +141,12 @@ func (s *Server) endpoint(w http.ResponseWriter, r *http.Request, name string) e
 		return nil
 	case "/userinfo":
 		return s.userinfo(w, r)
+	case "/logout":
+		return s.logout(w, r)
+	case "/token":
+		return s.token(w, r)
+	case "/backchannel-logout":
+		return s.backchannelLogout(w, r)
 	default:
 		return errNotFound
 	}

@@ -87,6 +87,7 @@ type harness struct {
 	dir      string
 	secret   string
 	upExtras map[string]http.HandlerFunc
+	now      func() time.Time
 }
 
 type harnessOpt func(*harness)
@@ -102,6 +103,8 @@ func withUpstreamHandler(pattern string, hf http.HandlerFunc) harnessOpt {
 func withIdP(p *idptest.Provider) harnessOpt { return func(h *harness) { h.idp = p } }
 
 func withSecret(s string) harnessOpt { return func(h *harness) { h.secret = s } }
+
+func withNow(now func() time.Time) harnessOpt { return func(h *harness) { h.now = now } }
 
 // syncBuffer collects log output safely across goroutines.
 type syncBuffer struct {
@@ -151,13 +154,15 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	h.cfg.Upstream = h.up.URL
 	h.cfg.IssuerURL = h.idp.URL
 	h.cfg.ClientID = h.idp.ClientID
-	h.cfg.CookieSecretFile = h.write("cookie-secret", h.secret+"\n")
+	if h.cfg.CookieSecretFile == "" {
+		h.cfg.CookieSecretFile = h.write("cookie-secret", h.secret+"\n")
+	}
 	// Options may have changed the redirect URLs or cookie settings.
 	for _, o := range opts {
 		o(h)
 	}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := proxy.New(h.cfg, proxy.Deps{Log: log})
+	srv, err := proxy.New(h.cfg, proxy.Deps{Log: log, Now: h.now})
 	if err != nil {
 		t.Fatalf("proxy.New: %v", err)
 	}
@@ -315,4 +320,3 @@ func readBody(t *testing.T, resp *http.Response) string {
 	}
 	return string(b)
 }
-

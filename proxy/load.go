@@ -31,6 +31,11 @@ func EnvName(name string) string {
 // secret never shows in a process listing.
 const clientSecretEnv = EnvPrefix + "CLIENT_SECRET"
 
+// redisPasswordEnv holds the Redis password; it replaces any password in
+// --redis-url, so the URL can live in a ConfigMap and the password in a
+// Secret.
+const redisPasswordEnv = EnvPrefix + "REDIS_PASSWORD"
+
 // usageHeader opens --help.
 const usageHeader = `Usage: gatehouse proxy [flags]
 
@@ -49,8 +54,8 @@ from flag values.
 Flags:
 `
 
-// NewFlagSet returns the proxy's flag set bound to c, with --help text.
-// The flag set does not print parse errors: Load returns them.
+// NewFlagSet returns the proxy's flag set bound to c, with --help text
+// written to out.
 func NewFlagSet(c *Config, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("gatehouse proxy", flag.ContinueOnError)
 	fs.SetOutput(out)
@@ -215,6 +220,9 @@ func Load(args []string, env func(string) (string, bool), out io.Writer) (Config
 	})
 	if v, ok := env(clientSecretEnv); ok && v != "" {
 		c.ClientSecret = Secret(v)
+	}
+	if v, ok := env(redisPasswordEnv); ok && v != "" {
+		c.RedisPassword = Secret(v)
 	}
 	// A setting that failed to parse kept its default, which Validate
 	// accepts, so the problems below are all real ones: report them all.

@@ -18,15 +18,17 @@ const (
 
 // metrics are the proxy's Prometheus metrics, on a registry of its own.
 type metrics struct {
-	registry       *prometheus.Registry
-	requests       *prometheus.CounterVec
-	byResult       map[string]prometheus.Counter
-	duration       prometheus.Histogram
-	logins         *prometheus.CounterVec
-	upstreamErrors prometheus.Counter
-	idpReady       prometheus.Gauge
-	policyReloads  *prometheus.CounterVec
-	decisions      *prometheus.CounterVec
+	registry           *prometheus.Registry
+	requests           *prometheus.CounterVec
+	byResult           map[string]prometheus.Counter
+	duration           prometheus.Histogram
+	logins             *prometheus.CounterVec
+	upstreamErrors     prometheus.Counter
+	idpReady           prometheus.Gauge
+	policyReloads      *prometheus.CounterVec
+	decisions          *prometheus.CounterVec
+	refreshes          prometheus.Counter
+	backchannelLogouts prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -62,7 +64,15 @@ func newMetrics() *metrics {
 			Help: "Authenticated requests refused, by the rule that failed.",
 		}, []string{"rule"}),
 	}
-	m.registry.MustRegister(m.requests, m.duration, m.logins, m.upstreamErrors, m.idpReady, m.policyReloads, m.decisions,
+	m.refreshes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_proxy_token_refreshes_total",
+		Help: "Access tokens refreshed with the refresh token.",
+	})
+	m.backchannelLogouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gatehouse_proxy_backchannel_logouts_total",
+		Help: "Valid back-channel logout tokens processed.",
+	})
+	m.registry.MustRegister(m.refreshes, m.backchannelLogouts, m.requests, m.duration, m.logins, m.upstreamErrors, m.idpReady, m.policyReloads, m.decisions,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.byResult = map[string]prometheus.Counter{}
 	for _, r := range []string{resultProxied, resultSkipped, resultUnauthenticated, resultLogin, resultForbidden, resultEndpoint, resultError} {

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gorilla/securecookie"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore"
 )
 
 // Deps are the process-level things New does not make itself.
@@ -54,6 +56,10 @@ type Server struct {
 	metrics    *metrics
 	policy     atomic.Pointer[authz.Policy]
 	ready      atomic.Bool
+	refresher  *refresher
+	// setCodecs installs codecs derived from a new cookie secret file.
+	setCodecs  func(session, login []securecookie.Codec)
+	closeStore func() error
 }
 
 // New builds a Server from a validated Config: it reads the secret files
@@ -127,13 +133,51 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		Log:             deps.Log,
 	})
 	switch cfg.SessionStore {
-	case StoreCookie:
-		s.store = cookiestore.New(cookiestore.Options{Name: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs, Now: deps.Now})
+	case StoreRedis:
+		// go-redis has one process-wide logger for its own dial messages;
+		// the store reports failures itself, so they go to debug.
+		redisstore.SetLogger(deps.Log)
+		client, err := redisstore.NewClient(cfg.RedisURL, string(cfg.RedisPassword))
+		if err != nil {
+			return nil, fmt.Errorf("%w: --redis-url: %w", ErrConfig, err)
+		}
+		st := redisstore.New(redisstore.Options{
+			Client: client, CookieName: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs,
+			MaxLifetime: cfg.SessionLifetime, Now: deps.Now,
+		})
+		s.store = st
+		s.closeStore = client.Close
+		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	default:
-		return nil, fmt.Errorf("%w: --session-store: %q is not supported by this version; use cookie", ErrConfig, cfg.SessionStore)
+		st := cookiestore.New(cookiestore.Options{Name: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs, Now: deps.Now})
+		s.store = st
+		s.closeStore = func() error { return nil }
+		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	}
+	s.refresher = newRefresher(s.flow, deps.Now)
 	s.proxy = s.newReverseProxy()
 	return s, nil
+}
+
+// reloadCookieSecrets re-reads --cookie-secret-file after it changed
+// (mounted Secrets update in place): the first line seals new cookies, the
+// others are still accepted, and sessions under an older line are
+// re-issued. A bad file is logged and the current secrets stay.
+func (s *Server) reloadCookieSecrets(ctx context.Context) {
+	secrets, err := readCookieSecrets(s.cfg.CookieSecretFile)
+	var sc, lc []securecookie.Codec
+	if err == nil {
+		sc, err = cookiestore.Codecs(secrets, s.cfg.SessionLifetime)
+	}
+	if err == nil {
+		lc, err = cookiestore.Codecs(secrets, oidcflow.LoginWindow)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "Cookie secret file rejected; keeping the current secrets", "file", s.cfg.CookieSecretFile, "error", err)
+		return
+	}
+	s.setCodecs(sc, lc)
+	s.log.InfoContext(ctx, "Cookie secrets reloaded", "file", s.cfg.CookieSecretFile, "secrets", len(secrets))
 }
 
 // readCookieSecrets reads one secret a non-empty line (DESIGN.md behaviour
@@ -254,8 +298,10 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		}
 	}()
 	if s.cfg.ConfigFile != "" {
-		go s.watchPolicy(bg)
+		go s.watchFile(bg, s.cfg.ConfigFile, s.reloadPolicy)
 	}
+	go s.watchFile(bg, s.cfg.CookieSecretFile, s.reloadCookieSecrets)
+	defer func() { _ = s.closeStore() }()
 	if !s.cfg.CookieSecure {
 		s.log.Warn("Cookies are not marked Secure (--cookie-secure=false); use this only for plain-HTTP local development")
 	}

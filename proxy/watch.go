@@ -16,12 +16,11 @@ import (
 // a missed event must not leave an old policy in force for long.
 const pollInterval = 5 * time.Second
 
-// watchPolicy reloads the policy keys of --config when the file changes,
-// including Kubernetes' atomic symlink swap of mounted ConfigMaps (the
-// directory is watched, not the file). A file that fails to parse or
-// validate is logged and the last good policy stays.
-func (s *Server) watchPolicy(ctx context.Context) {
-	path := s.cfg.ConfigFile
+// watchFile calls reload when the file at path changes, including
+// Kubernetes' atomic symlink swap of mounted ConfigMaps and Secrets (the
+// directory is watched, not the file, and the content is compared). reload
+// keeps the last good state when the new content is bad.
+func (s *Server) watchFile(ctx context.Context, path string, reload func(context.Context)) {
 	last := fileDigest(path)
 	var events <-chan fsnotify.Event
 	if w, err := fsnotify.NewWatcher(); err != nil {
@@ -54,7 +53,7 @@ func (s *Server) watchPolicy(ctx context.Context) {
 			continue
 		}
 		last = d
-		s.reloadPolicy(ctx)
+		reload(ctx)
 	}
 }
 

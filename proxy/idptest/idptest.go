@@ -18,7 +18,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -81,9 +80,17 @@ type grant struct {
 	scope       string
 }
 
+// TB is the part of testing.TB that New uses. *testing.T and *testing.B
+// satisfy it; a program that is not a test (hack/bench) supplies its own.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Cleanup(func())
+}
+
 // New starts a fake IdP on 127.0.0.1 with one client. It stops when the
-// test ends.
-func New(t testing.TB) *Provider {
+// test ends (on t.Cleanup).
+func New(t TB) *Provider {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -150,7 +157,9 @@ func (p *Provider) SetRefuseRefresh(v bool) { p.set(func() { p.refuseRefresh = v
 func (p *Provider) SetDown(v bool) { p.set(func() { p.down = v }) }
 
 // SetUserinfoHook edits userinfo claims.
-func (p *Provider) SetUserinfoHook(f func(claims map[string]any)) { p.set(func() { p.userinfoHook = f }) }
+func (p *Provider) SetUserinfoHook(f func(claims map[string]any)) {
+	p.set(func() { p.userinfoHook = f })
+}
 
 // SetAccessTokenTTL sets expires_in of new access tokens.
 func (p *Provider) SetAccessTokenTTL(d time.Duration) { p.set(func() { p.accessTokenTTL = d }) }

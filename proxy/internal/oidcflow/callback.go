@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -106,14 +105,18 @@ func (f *Flow) sessionFromToken(ctx context.Context, p *provider, tok *oauth2.To
 		return nil, err
 	}
 	now := f.cfg.Now()
+	var sid string
+	_ = json.Unmarshal(claims["sid"], &sid)
 	return &session.Session{
-		Identity:     id,
-		IDToken:      rawID,
-		AccessToken:  tok.AccessToken,
-		RefreshToken: tok.RefreshToken,
-		TokenExpiry:  tok.Expiry,
-		CreatedAt:    now,
-		ExpiresAt:    now.Add(f.cfg.SessionLifetime),
+		Identity:      id,
+		IDToken:       rawID,
+		AccessToken:   tok.AccessToken,
+		RefreshToken:  tok.RefreshToken,
+		TokenExpiry:   tok.Expiry,
+		TokenIssuedAt: now,
+		SID:           sid,
+		CreatedAt:     now,
+		ExpiresAt:     now.Add(f.cfg.SessionLifetime),
 	}, nil
 }
 
@@ -243,10 +246,7 @@ func classifyTokenError(doing string, err error) error {
 		}
 		return fmt.Errorf("%s: %w: %s", doing, ErrLoginRefused, oauthErrorCode(re.ErrorCode))
 	}
-	var ne net.Error
-	if errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: %w: %w", doing, ErrIdPUnavailable, err)
-	}
+	// Network errors, timeouts and anything else that is not an answer.
 	return fmt.Errorf("%s: %w: %w", doing, ErrIdPUnavailable, err)
 }
 

@@ -69,7 +69,7 @@ func (f *Flow) Start(w http.ResponseWriter, r *http.Request, rd string) error {
 		return fmt.Errorf("encode login state: %w", err)
 	}
 	name := f.loginPrefix() + rand.Text()[:12]
-	value, err := securecookie.EncodeMulti(name, plain, f.cfg.Codecs...)
+	value, err := securecookie.EncodeMulti(name, plain, *f.codecs.Load()...)
 	if err != nil {
 		return fmt.Errorf("seal login state: %w", err)
 	}
@@ -114,7 +114,7 @@ func (f *Flow) dropOldLogins(w http.ResponseWriter, r *http.Request) {
 func (f *Flow) decodeLogin(name, value string) (loginState, error) {
 	var plain []byte
 	var st loginState
-	if err := securecookie.DecodeMulti(name, value, &plain, f.cfg.Codecs...); err != nil {
+	if err := securecookie.DecodeMulti(name, value, &plain, *f.codecs.Load()...); err != nil {
 		return st, err
 	}
 	err := json.Unmarshal(plain, &st)

@@ -66,13 +66,20 @@ type Config struct {
 type Flow struct {
 	cfg      Config
 	provider atomic.Pointer[provider]
+	codecs   atomic.Pointer[[]securecookie.Codec]
 	used     *usedSet
 }
 
 // New returns a Flow. It does no I/O; call Run to discover the provider.
 func New(cfg Config) *Flow {
-	return &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
+	f := &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
+	f.SetCodecs(cfg.Codecs)
+	return f
 }
+
+// MarkUsed records key until expires in the replica's single-use set; it
+// reports false when key was already used.
+func (f *Flow) MarkUsed(key string, expires time.Time) bool { return f.used.add(key, expires) }
 
 // RedirectURL returns the registered callback URL for a request's Host. With
 // one URL it is always that one; with several, the one whose host equals

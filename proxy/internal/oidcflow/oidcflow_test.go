@@ -69,7 +69,7 @@ func startAndAuthorize(t *testing.T, f *Flow, idp *idptest.Provider) *http.Reque
 		t.Fatal(err)
 	}
 	resp := rec.Result()
-	noFollow := idp.Client()
+	noFollow := *idp.Client() // a copy: the IdP's client is shared
 	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	authResp, err := noFollow.Get(resp.Header.Get("Location"))
 	if err != nil {

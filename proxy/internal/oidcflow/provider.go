@@ -3,6 +3,7 @@ package oidcflow
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -17,9 +18,9 @@ type provider struct {
 	endpoint oauth2.Endpoint
 	userinfo string
 	// Optional endpoints the session lifecycle uses.
-	revocation  string
-	endSession  string
-	algorithms  []string
+	revocation   string
+	endSession   string
+	algorithms   []string
 	discoveredAt time.Time
 }
 
@@ -63,9 +64,10 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 		return nil, fmt.Errorf("discover %s: %w", f.cfg.IssuerURL, err)
 	}
 	var extra struct {
-		Revocation string   `json:"revocation_endpoint"`
-		EndSession string   `json:"end_session_endpoint"`
-		Algorithms []string `json:"id_token_signing_alg_values_supported"`
+		Revocation  string   `json:"revocation_endpoint"`
+		EndSession  string   `json:"end_session_endpoint"`
+		Algorithms  []string `json:"id_token_signing_alg_values_supported"`
+		AuthMethods []string `json:"token_endpoint_auth_methods_supported"`
 	}
 	if err := op.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("read discovery document: %w", err)
@@ -79,7 +81,7 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 			ClientID: f.cfg.ClientID,
 			Now:      f.cfg.Now,
 		}),
-		endpoint:     op.Endpoint(),
+		endpoint:     endpoint(op.Endpoint(), extra.AuthMethods, f.cfg.ClientSecret == ""),
 		userinfo:     op.UserInfoEndpoint(),
 		revocation:   extra.Revocation,
 		endSession:   extra.EndSession,
@@ -92,4 +94,22 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 func (f *Flow) clientContext(ctx context.Context) context.Context {
 	ctx = oidc.ClientContext(ctx, f.cfg.HTTPClient)
 	return context.WithValue(ctx, oauth2.HTTPClient, f.cfg.HTTPClient)
+}
+
+// endpoint fixes how the client authenticates at the token endpoint, so
+// that x/oauth2 never retries a failed request with the other style
+// (which would double every refresh attempt during an IdP outage): a
+// public client sends its id in the form; a confidential one uses
+// client_secret_basic, the OIDC default, unless the IdP supports only
+// client_secret_post.
+func endpoint(e oauth2.Endpoint, methods []string, public bool) oauth2.Endpoint {
+	switch {
+	case public:
+		e.AuthStyle = oauth2.AuthStyleInParams
+	case len(methods) > 0 && !slices.Contains(methods, "client_secret_basic") && slices.Contains(methods, "client_secret_post"):
+		e.AuthStyle = oauth2.AuthStyleInParams
+	default:
+		e.AuthStyle = oauth2.AuthStyleInHeader
+	}
+	return e
 }

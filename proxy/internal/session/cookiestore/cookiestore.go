@@ -2,11 +2,11 @@ package cookiestore
 
 import (
 	"context"
-	"sync/atomic"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/securecookie"

@@ -1,8 +1,10 @@
 package redisstore
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"time"
 
@@ -105,3 +107,15 @@ func ValidateURL(rawURL string) error {
 	}
 	return c.Close()
 }
+
+// slogLogger adapts go-redis's logger to slog.
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "Redis client", "detail", fmt.Sprintf(format, v...))
+}
+
+// SetLogger routes go-redis's own messages (dial failures and the like,
+// already reported by the store as errors) to log at debug level. go-redis
+// keeps one process-wide logger, so the composition root calls this once.
+func SetLogger(log *slog.Logger) { redis.SetLogger(slogLogger{log}) }

@@ -246,6 +246,35 @@ func (s *Store) Revoke(ctx context.Context, sid, sub string, _ time.Time) error 
 	return nil
 }
 
+// Reload reads the current record of sess (by its Ref), for a replica that
+// waited on another's refresh.
+func (s *Store) Reload(ctx context.Context, sess *session.Session) (*session.Session, error) {
+	rf, ok := parseRef(sess.Ref)
+	if !ok {
+		return nil, session.ErrNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	key := s.recordKey(rf)
+	sealed, err := s.opts.Client.Get(ctx, key).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w: no record", session.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: load session: %w", session.ErrUnavailable, err)
+	}
+	data, err := openRecord(rf, key, sealed)
+	if err != nil {
+		return nil, err
+	}
+	fresh, err := session.Unmarshal(data)
+	if err != nil {
+		return nil, err
+	}
+	fresh.Ref = sess.Ref
+	return fresh, nil
+}
+
 // Lock takes a short cross-replica lock on the session (for refresh). It
 // reports false when another replica holds it. unlock releases it only if
 // it is still ours.

@@ -166,4 +166,3 @@ func waitPing(t testing.TB, addr string) {
 	}
 	t.Fatalf("redis-server on %s did not answer within 10s", addr)
 }
-
