@@ -124,7 +124,7 @@ func putTime(b *bytes.Buffer, t time.Time) {
 		putUvarint(b, 0)
 		return
 	}
-	putUvarint(b, uint64(max(t.Unix(), 1)))
+	putUvarint(b, uint64(max(t.UnixMilli(), 1)))
 }
 
 func putString(b *bytes.Buffer, s string) {
@@ -212,10 +212,10 @@ func (d *decoder) string() string { return string(d.bytes()) }
 
 func (d *decoder) time() time.Time {
 	v := d.uvarint()
-	if v == 0 || v > 1<<40 {
+	if v == 0 || v > 1<<50 {
 		return time.Time{}
 	}
-	return time.Unix(int64(v), 0)
+	return time.UnixMilli(int64(v))
 }
 
 func (d *decoder) token() string {
