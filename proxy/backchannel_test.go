@@ -12,7 +12,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/proxy"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
-	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore/redistest"
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 )
 
 const logoutEvent = "http://schemas.openid.net/event/backchannel-logout"

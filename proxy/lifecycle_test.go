@@ -13,7 +13,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/proxy"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
-	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore/redistest"
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 )
 
 // testClock is a settable clock for the proxy; the fake IdP keeps real time.

@@ -14,7 +14,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore"
-	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore/redistest"
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/sessiontest"
 )
 
