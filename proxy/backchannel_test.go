@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
-	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 )
 
 const logoutEvent = "http://schemas.openid.net/event/backchannel-logout"

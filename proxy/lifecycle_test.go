@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
-	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 )
 
 // testClock is a settable clock for the proxy; the fake IdP keeps real time.

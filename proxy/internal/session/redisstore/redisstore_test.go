@@ -11,10 +11,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/redisstore"
-	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/sessiontest"
 )
 
