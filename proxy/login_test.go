@@ -356,3 +356,20 @@ func (h *harness) get(b *browser, path string) *http.Response {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp
 }
+
+func TestForwardedHeaders(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public"} }))
+	b := newBrowser(t)
+	direct := h.echo(b, "/public")
+	if direct.Header.Get("X-Forwarded-For") != "127.0.0.1" || direct.Header.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("without an ingress: %v", direct.Header)
+	}
+	behind := h.echo(b, "/public", "X-Forwarded-For", "203.0.113.7", "X-Forwarded-Proto", "https", "X-Forwarded-Host", "app.example.com")
+	if got := behind.Header.Get("X-Forwarded-For"); got != "203.0.113.7, 127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want the ingress's chain with the ingress appended", got)
+	}
+	if behind.Header.Get("X-Forwarded-Proto") != "https" || behind.Header.Get("X-Forwarded-Host") != "app.example.com" {
+		t.Errorf("ingress's X-Forwarded-Proto/Host not kept: %v", behind.Header)
+	}
+}

@@ -245,7 +245,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.Out.Host = pr.In.Host // the app sees the Host the browser used
-			pr.SetXForwarded()
+			forwarded(pr)
 		},
 		Transport: transport,
 		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -346,4 +346,24 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	}
 	s.log.Info("Proxy stopped")
 	return nil
+}
+
+// forwarded sets X-Forwarded-For, -Host and -Proto on the outbound request.
+// The sidecar sits behind the cluster's ingress, which already set them for
+// the browser's connection (TLS ends there), so values that arrive are kept
+// and the ingress's address is appended to X-Forwarded-For; without them
+// the proxy describes its own connection. They only describe the request;
+// identity travels in the X-Auth-Request-* headers alone.
+func forwarded(pr *httputil.ProxyRequest) {
+	in := pr.In.Header
+	if prior := in.Values("X-Forwarded-For"); len(prior) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = []string{strings.Join(prior, ", ")}
+	}
+	pr.SetXForwarded() // appends the client address, sets Host and Proto
+	if v := in.Get("X-Forwarded-Host"); v != "" {
+		pr.Out.Header.Set("X-Forwarded-Host", v)
+	}
+	if v := in.Get("X-Forwarded-Proto"); v == "https" || v == "http" {
+		pr.Out.Header.Set("X-Forwarded-Proto", v)
+	}
 }
