@@ -44,7 +44,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
 .PHONY: bench
 bench: build ## Measure the proxy against a plain reverse proxy (needs wrk)
 	go test ./proxy/... -run '^$$' -bench . -benchmem
-	go run ./hack/bench -gatehouse bin/gatehouse -duration $(BENCH_DURATION)
+	go run ./hack/bench -gatehouse bin/gatehouse -duration $(BENCH_DURATION) -markdown bin/bench.md
 
 .PHONY: vet
 vet: ## go vet and gofmt

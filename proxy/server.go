@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -247,8 +248,9 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			pr.Out.Host = pr.In.Host // the app sees the Host the browser used
 			forwarded(pr)
 		},
-		Transport: transport,
-		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		Transport:  transport,
+		BufferPool: newBufferPool(),
+		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.metrics.upstreamErrors.Inc()
 			if errors.Is(err, context.Canceled) {
@@ -367,3 +369,14 @@ func forwarded(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Set("X-Forwarded-Proto", v)
 	}
 }
+
+// bufferPool lends ReverseProxy its 32 KiB copy buffers, which it would
+// otherwise allocate for every response.
+type bufferPool struct{ p sync.Pool }
+
+func newBufferPool() *bufferPool {
+	return &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }

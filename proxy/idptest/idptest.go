@@ -340,7 +340,14 @@ func (p *Provider) issue(w http.ResponseWriter, g *grant, withNonce bool) {
 	}
 	rt := rand.Text()
 	p.refresh[rt] = g
-	at := "at-" + rand.Text()
+	// Access tokens are JWTs, as most IdPs issue them, so that sizes in
+	// tests and benchmarks are realistic.
+	atClaims, _ := json.Marshal(map[string]any{
+		"iss": p.URL, "sub": g.user.Subject, "aud": []string{"account", p.ClientID}, "azp": p.ClientID,
+		"exp": now.Add(p.accessTokenTTL).Unix(), "iat": now.Unix(), "jti": rand.Text(),
+		"scope": g.scope, "typ": "Bearer",
+	})
+	at := oidctest.SignIDToken(p.Key, p.KeyID, oidc.RS256, string(atClaims))
 	p.access[at] = g
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token":  at,

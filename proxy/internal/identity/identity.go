@@ -56,6 +56,11 @@ var reservedPrefixes = []string{"x-auth-request-", "x-gatehouse-"}
 // "_" read as "-", because many servers and CGI-style frameworks treat the
 // two alike.
 func IsReserved(name string) bool {
+	// Cheap exit for the common headers: every reserved name starts with
+	// "x-" (any case).
+	if len(name) < 2 || (name[0] != 'x' && name[0] != 'X') || (name[1] != '-' && name[1] != '_') {
+		return false
+	}
 	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
 	if reserved[n] {
 		return true

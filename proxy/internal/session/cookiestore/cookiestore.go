@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,42 @@ type Store struct {
 	opts    Options
 	codecs  atomic.Pointer[[]securecookie.Codec]
 	revoked *Revocations
+	cache   decoded
+}
+
+// maxDecoded bounds the cache of decoded sessions.
+const maxDecoded = 512
+
+// decoded remembers sessions already authenticated and decoded, keyed by
+// the exact cookie value, so the same browser's next requests skip the
+// HMAC, decryption and decompression. Only a byte-identical value hits; the
+// cache is emptied when the codecs change, and revocations are checked on
+// every hit.
+type decoded struct {
+	mu sync.Mutex // guards m
+	m  map[string]*session.Session
+}
+
+func (d *decoded) get(value string) (*session.Session, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.m[value]
+	return s, ok
+}
+
+func (d *decoded) put(value string, s *session.Session) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil || len(d.m) >= maxDecoded {
+		d.m = make(map[string]*session.Session)
+	}
+	d.m[value] = s
+}
+
+func (d *decoded) reset() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.m = nil
 }
 
 var (
@@ -53,7 +90,10 @@ func New(opts Options) *Store {
 
 // SetCodecs replaces the codecs, for a rotated cookie secret; sessions
 // sealed with a codec that is no longer first load as Stale.
-func (s *Store) SetCodecs(codecs []securecookie.Codec) { s.codecs.Store(&codecs) }
+func (s *Store) SetCodecs(codecs []securecookie.Codec) {
+	s.codecs.Store(&codecs)
+	s.cache.reset()
+}
 
 // Revoke records a back-channel logout. The cookie store cannot reach the
 // browsers' cookies, so it refuses, on this replica only, every session of
@@ -77,19 +117,23 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 // Every failure wraps session.ErrNotFound, and so does a session revoked by
 // back-channel logout.
 func (s *Store) Decode(value string) (*session.Session, error) {
-	plain, stale, err := Open(s.opts.Name, value, *s.codecs.Load())
-	if err != nil {
-		return nil, err
-	}
-	sess, err := session.Unmarshal(plain)
-	if err != nil {
-		return nil, err
+	sess, ok := s.cache.get(value)
+	if !ok {
+		plain, stale, err := Open(s.opts.Name, value, *s.codecs.Load())
+		if err != nil {
+			return nil, err
+		}
+		if sess, err = session.Unmarshal(plain); err != nil {
+			return nil, err
+		}
+		sess.Stale = stale
+		s.cache.put(value, sess)
 	}
 	if s.revoked.Revoked(sess) {
 		return nil, fmt.Errorf("%w: revoked by back-channel logout", session.ErrNotFound)
 	}
-	sess.Stale = stale
-	return sess, nil
+	copied := *sess // callers may change their copy
+	return &copied, nil
 }
 
 // Open unseals a cookie value with the first codec that accepts it; stale

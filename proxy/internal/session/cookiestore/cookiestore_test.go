@@ -234,3 +234,36 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecodedCacheFollowsSecrets: a session decoded once is not served
+// from memory after its secret is dropped, nor after a revocation.
+func TestDecodedCacheFollowsSecrets(t *testing.T) {
+	t.Parallel()
+	clock := sessiontest.NewClock()
+	st := newStore(t, clock, "old-secret")
+	req := sessiontest.Save(t, st, nil, sessiontest.Sample(clock.Now(), "ann"))
+	for range 2 {
+		if _, err := st.Load(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	codecs, err := cookiestore.Codecs([][]byte{secret("new-secret")}, 12*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.SetCodecs(codecs)
+	if _, err := st.Load(req); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("cached session under a dropped secret: %v", err)
+	}
+	fresh := sessiontest.Save(t, st, nil, sessiontest.Sample(clock.Now(), "bob"))
+	if _, err := st.Load(fresh); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	if err := st.Revoke(t.Context(), "", "bob", clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Load(fresh); !errors.Is(err, session.ErrNotFound) {
+		t.Fatalf("cached session after revocation: %v", err)
+	}
+}

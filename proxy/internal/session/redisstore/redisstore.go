@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +55,20 @@ type Options struct {
 type Store struct {
 	opts   Options
 	codecs atomic.Pointer[[]securecookie.Codec]
+
+	// Caches that keep decryption off the common path; Redis is still
+	// read on every request, so a deleted record ends the session at once.
+	mu      sync.Mutex // guards refs and records
+	refs    map[string]cachedRef         // cookie value -> reference
+	records map[string]*session.Session // reference + sealed record -> session
+}
+
+// maxCached bounds each cache; past it the cache starts afresh.
+const maxCached = 512
+
+type cachedRef struct {
+	ref   ref
+	stale bool
 }
 
 var (
@@ -72,7 +87,69 @@ func New(opts Options) *Store {
 }
 
 // SetCodecs replaces the cookie codecs (a rotated cookie secret).
-func (s *Store) SetCodecs(codecs []securecookie.Codec) { s.codecs.Store(&codecs) }
+func (s *Store) SetCodecs(codecs []securecookie.Codec) {
+	s.codecs.Store(&codecs)
+	s.mu.Lock()
+	s.refs = nil
+	s.mu.Unlock()
+}
+
+// openCookie returns the reference a cookie value seals.
+func (s *Store) openCookie(value string) (ref, bool, error) {
+	s.mu.Lock()
+	c, ok := s.refs[value]
+	s.mu.Unlock()
+	if ok {
+		return c.ref, c.stale, nil
+	}
+	plain, stale, err := cookiestore.Open(s.opts.CookieName, value, *s.codecs.Load())
+	if err != nil {
+		return ref{}, false, err
+	}
+	rf, ok := parseRef(string(plain))
+	if !ok {
+		return ref{}, false, fmt.Errorf("%w: malformed session reference", session.ErrNotFound)
+	}
+	s.mu.Lock()
+	if s.refs == nil || len(s.refs) >= maxCached {
+		s.refs = make(map[string]cachedRef)
+	}
+	s.refs[value] = cachedRef{rf, stale}
+	s.mu.Unlock()
+	return rf, stale, nil
+}
+
+// decodeRecord decrypts and parses a sealed record, from the cache when
+// the same sealed bytes were decoded before.
+func (s *Store) decodeRecord(rf ref, key string, sealed []byte) (*session.Session, error) {
+	// The cache key holds every input of openRecord, so a hit is exactly
+	// what decrypting again would give; a record copied under another
+	// session's key still has to decrypt with that session's own key.
+	ck := rf.String() + string(sealed)
+	s.mu.Lock()
+	cached, ok := s.records[ck]
+	s.mu.Unlock()
+	if ok {
+		copied := *cached
+		return &copied, nil
+	}
+	data, err := openRecord(rf, key, sealed)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := session.Unmarshal(data)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.records == nil || len(s.records) >= maxCached {
+		s.records = make(map[string]*session.Session)
+	}
+	s.records[ck] = sess
+	s.mu.Unlock()
+	copied := *sess
+	return &copied, nil
+}
 
 // ref is what the cookie seals: the session id and the record key.
 type ref struct {
@@ -107,28 +184,21 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 	if err != nil {
 		return nil, session.ErrNotFound
 	}
-	plain, stale, err := cookiestore.Open(s.opts.CookieName, c.Value, *s.codecs.Load())
+	rf, stale, err := s.openCookie(c.Value)
 	if err != nil {
 		return nil, err
 	}
-	rf, ok := parseRef(string(plain))
-	if !ok {
-		return nil, fmt.Errorf("%w: malformed session reference", session.ErrNotFound)
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	sealed, err := s.opts.Client.Get(ctx, s.recordKey(rf)).Bytes()
+	key := s.recordKey(rf)
+	sealed, err := s.opts.Client.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("%w: no record", session.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: load session: %w", session.ErrUnavailable, err)
 	}
-	data, err := openRecord(rf, s.recordKey(rf), sealed)
-	if err != nil {
-		return nil, err
-	}
-	sess, err := session.Unmarshal(data)
+	sess, err := s.decodeRecord(rf, key, sealed)
 	if err != nil {
 		return nil, err
 	}

@@ -244,3 +244,39 @@ func typeName(c redis.UniversalClient) string {
 	}
 	return "?"
 }
+
+// TestCopiedRecordRefused: someone who can write to Redis copies one
+// session's record under another session's key; it must not decrypt, even
+// after the first session was served (and cached).
+func TestCopiedRecordRefused(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := sessiontest.NewClock()
+	st := newStore(t, srv.URL(), clock, "secret-a")
+	admin := sessiontest.Save(t, st, nil, sessiontest.Sample(clock.Now(), "admin"))
+	mallory := sessiontest.Save(t, st, nil, sessiontest.Sample(clock.Now(), "mallory"))
+	for _, r := range []*http.Request{admin, mallory} {
+		if _, err := st.Load(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	ctx := t.Context()
+	var records []string
+	for _, k := range client.Keys(ctx, "gatehouse:s:*").Val() {
+		if !strings.HasSuffix(k, ":lock") {
+			records = append(records, k)
+		}
+	}
+	if len(records) != 2 {
+		t.Fatalf("records: %v", records)
+	}
+	a, b := client.Get(ctx, records[0]).Val(), client.Get(ctx, records[1]).Val()
+	client.Set(ctx, records[0], b, time.Hour)
+	client.Set(ctx, records[1], a, time.Hour)
+	for name, r := range map[string]*http.Request{"admin": admin, "mallory": mallory} {
+		if s, err := st.Load(r); !errors.Is(err, session.ErrNotFound) {
+			t.Errorf("%s's cookie with the other's record: %v, %v", name, s, err)
+		}
+	}
+}
