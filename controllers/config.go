@@ -1,0 +1,232 @@
+// Package controllers is Gatehouse's Kubernetes half: it turns
+// gatehouse.dev/enabled on an Ingress into a Gatehouse sidecar in every Pod
+// behind it (a mutating admission webhook for Pods), keeps a per-Ingress
+// Secret with the sidecar's files, replaces Pods created before the
+// annotation, and reports problems as Events on the Ingress.
+//
+// It never writes users' Ingresses, Services or workloads. From the proxy
+// tree it imports only the proxy root: each sidecar's settings are a
+// proxy.Config that passes the sidecar's own Validate before it is rendered
+// as flags.
+package controllers
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the controller's process configuration (flags).
+type Config struct {
+	ConfigFile     string
+	SidecarImage   string
+	WebhookPort    int
+	WebhookCertDir string
+	MetricsAddress string
+	HealthAddress  string
+	LeaderElect    bool
+	Namespace      string
+	Kubeconfig     string
+	LogLevel       string
+}
+
+// DefaultConfig returns the defaults of DESIGN.md "Controller flags".
+func DefaultConfig() Config {
+	return Config{
+		WebhookPort:    9443,
+		MetricsAddress: ":8080",
+		HealthAddress:  ":8081",
+		LeaderElect:    true,
+		LogLevel:       "info",
+	}
+}
+
+// RegisterFlags defines the controller's flags on fs, bound to c.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `file` with identity providers and defaults (the chart renders it) (required)")
+	fs.StringVar(&c.SidecarImage, "sidecar-image", c.SidecarImage, "`image` injected as the sidecar (default the controller's own image, from $GATEHOUSE_IMAGE)")
+	fs.IntVar(&c.WebhookPort, "webhook-port", c.WebhookPort, "`port` of the Pod mutating webhook")
+	fs.StringVar(&c.WebhookCertDir, "webhook-cert-dir", c.WebhookCertDir, "`directory` with tls.crt and tls.key for the webhook; empty makes and rotates a self-signed certificate and keeps the webhook's caBundle current")
+	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "`address` of Prometheus metrics")
+	fs.StringVar(&c.HealthAddress, "health-address", c.HealthAddress, "`address` of /healthz and /readyz")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "one active replica at a time")
+	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the controller's own `namespace`, where provider Secrets live (default $POD_NAMESPACE)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig `file` when not running in a cluster (default $KUBECONFIG)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
+}
+
+// Validate checks c without touching files or the network.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ConfigFile == "" {
+		errs = append(errs, errors.New("--config: required: the providers file the chart renders"))
+	}
+	if c.SidecarImage == "" {
+		errs = append(errs, errors.New("--sidecar-image: required when $GATEHOUSE_IMAGE is not set"))
+	}
+	if c.WebhookPort <= 0 || c.WebhookPort > 65535 {
+		errs = append(errs, fmt.Errorf("--webhook-port: %d is not a port", c.WebhookPort))
+	}
+	for name, addr := range map[string]string{"metrics-address": c.MetricsAddress, "health-address": c.HealthAddress} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %q is not host:port", name, addr))
+		}
+	}
+	if c.Namespace == "" {
+		errs = append(errs, errors.New("--namespace: required when $POD_NAMESPACE is not set"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// FileConfig is the --config file: identity providers and defaults.
+type FileConfig struct {
+	Providers []Provider `json:"providers"`
+	Defaults  Defaults   `json:"defaults"`
+}
+
+// Provider is an identity provider the platform team configured.
+type Provider struct {
+	Name              string        `json:"name"`
+	IssuerURL         string        `json:"issuerURL"`
+	ClientID          string        `json:"clientID"`
+	ClientSecretRef   *SecretKeyRef `json:"clientSecretRef,omitempty"`
+	Scopes            []string      `json:"scopes,omitempty"`
+	GroupsClaim       string        `json:"groupsClaim,omitempty"`
+	AllowedNamespaces []string      `json:"allowedNamespaces,omitempty"`
+	SessionStore      *SessionStore `json:"sessionStore,omitempty"`
+}
+
+// SecretKeyRef names a key of a Secret in the controller's namespace.
+type SecretKeyRef struct {
+	Name string `json:"name"`
+	Key  string `json:"key"`
+}
+
+// SessionStore selects the Redis session store for a provider's sidecars.
+type SessionStore struct {
+	RedisURL          string        `json:"redisURL"`
+	PasswordSecretRef *SecretKeyRef `json:"passwordSecretRef,omitempty"`
+}
+
+// Defaults apply to every Ingress unless an annotation says otherwise.
+type Defaults struct {
+	Provider   string          `json:"provider"`
+	PathPrefix string          `json:"pathPrefix,omitempty"`
+	Sidecar    SidecarDefaults `json:"sidecar,omitempty"`
+}
+
+// SidecarDefaults shape the injected container.
+type SidecarDefaults struct {
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// LoadFile reads and checks the --config file. Unknown keys are errors.
+func LoadFile(path string) (*FileConfig, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	return ParseFile(b)
+}
+
+// ParseFile parses and checks a --config file's content.
+func ParseFile(b []byte) (*FileConfig, error) {
+	var fc FileConfig
+	if err := yaml.UnmarshalStrict(b, &fc); err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	if fc.Defaults.PathPrefix == "" {
+		fc.Defaults.PathPrefix = "/_gatehouse"
+	}
+	if err := fc.validate(); err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	return &fc, nil
+}
+
+func (fc *FileConfig) validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, p := range fc.Providers {
+		where := fmt.Sprintf("providers[%d]", i)
+		if p.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: required", where))
+		} else if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("%s.name: %q is used twice", where, p.Name))
+		}
+		seen[p.Name] = true
+		if err := checkIssuer(p.IssuerURL); err != nil {
+			errs = append(errs, fmt.Errorf("%s.issuerURL: %w", where, err))
+		}
+		if p.ClientID == "" {
+			errs = append(errs, fmt.Errorf("%s.clientID: required", where))
+		}
+		if r := p.ClientSecretRef; r != nil && (r.Name == "" || r.Key == "") {
+			errs = append(errs, fmt.Errorf("%s.clientSecretRef: name and key are required", where))
+		}
+		if ss := p.SessionStore; ss != nil {
+			if ss.RedisURL == "" {
+				errs = append(errs, fmt.Errorf("%s.sessionStore.redisURL: required", where))
+			}
+			if r := ss.PasswordSecretRef; r != nil && (r.Name == "" || r.Key == "") {
+				errs = append(errs, fmt.Errorf("%s.sessionStore.passwordSecretRef: name and key are required", where))
+			}
+		}
+	}
+	if fc.Defaults.Provider != "" && !seen[fc.Defaults.Provider] {
+		errs = append(errs, fmt.Errorf("defaults.provider: %q is not a configured provider", fc.Defaults.Provider))
+	}
+	return errors.Join(errs...)
+}
+
+// checkIssuer accepts https issuers, and http only on loopback addresses
+// (development).
+func checkIssuer(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return nil
+		}
+		return fmt.Errorf("%q must use https (http only on loopback addresses, for development)", raw)
+	default:
+		return fmt.Errorf("%q must be an https URL", raw)
+	}
+}
+
+// Provider returns the named provider.
+func (fc *FileConfig) Provider(name string) (*Provider, bool) {
+	i := slices.IndexFunc(fc.Providers, func(p Provider) bool { return p.Name == name })
+	if i < 0 {
+		return nil, false
+	}
+	return &fc.Providers[i], true
+}
+
+// Allows reports whether the provider may be used from namespace ns: an
+// empty list or "*" allows every namespace.
+func (p *Provider) Allows(ns string) bool {
+	return len(p.AllowedNamespaces) == 0 || slices.Contains(p.AllowedNamespaces, "*") || slices.Contains(p.AllowedNamespaces, ns)
+}
+
+// scopes is the provider's scopes as --scopes wants them.
+func (p *Provider) scopes() string { return strings.Join(p.Scopes, " ") }

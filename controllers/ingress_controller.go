@@ -1,0 +1,290 @@
+package controllers
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// rolloutWait is how often a rollout in progress is looked at again.
+const rolloutWait = 5 * time.Second
+
+// IngressReconciler keeps, for each annotated Ingress, the per-Ingress
+// Secret the sidecar mounts, and replaces Pods whose sidecar is missing,
+// stale or no longer wanted. It reports user mistakes as Warning Events on
+// the Ingress and then changes nothing.
+type IngressReconciler struct {
+	client    client.Client
+	apiReader client.Reader
+	resolver  *resolver
+	recorder  events.EventRecorder
+	metrics   *metrics
+}
+
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+
+// Reconcile is level-based: it reads the Ingress and what is behind it,
+// computes the desired state and applies it.
+func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := ctrl.LoggerFrom(ctx)
+	var ing networkingv1.Ingress
+	if err := r.client.Get(ctx, req.NamespacedName, &ing); err != nil {
+		if apierrors.IsNotFound(err) {
+			// The Secret goes with its owner reference; Pods keep their
+			// sidecar until they are replaced.
+			r.metrics.unprotected.DeleteLabelValues(req.Namespace, req.Name)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	res, err := r.resolver.resolve(ctx, &ing)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, p := range res.Problems {
+		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, p.Reason, "Reconcile", "%s", p.Message)
+	}
+	if !res.Enabled {
+		return r.disable(ctx, &ing)
+	}
+	if res.Blocked {
+		log.Info("Ingress not protected: fix its annotations", "reasons", len(res.Problems))
+		return ctrl.Result{}, nil
+	}
+	created, err := r.ensureSecret(ctx, &ing, res)
+	if err != nil {
+		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonSecretError, "Reconcile", "cannot prepare the sidecar's Secret: %v", err)
+		return ctrl.Result{}, err
+	}
+	if created {
+		r.recorder.Eventf(&ing, nil, corev1.EventTypeNormal, ReasonProtected, "Reconcile",
+			"Gatehouse protects this Ingress: new Pods of %d Service(s) get the sidecar", len(res.Backends))
+		log.Info("Ingress protected", "services", len(res.Backends))
+	}
+	return r.rollout(ctx, &ing, res)
+}
+
+// ensureSecret applies the per-Ingress Secret: the cookie secret
+// (generated once and kept), the client secret and Redis password copied
+// from the provider, and the live policy file. It reports whether the
+// Secret was new.
+func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.Ingress, res resolved) (bool, error) {
+	name := secretName(ing.Name)
+	var existing corev1.Secret
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: name}, &existing)
+	created := apierrors.IsNotFound(err)
+	if err != nil && !created {
+		return false, err
+	}
+	if !created && !ownedBy(&existing, ing) {
+		return false, fmt.Errorf("a Secret named %s exists and is not Gatehouse's; delete or rename it", name)
+	}
+	data := map[string][]byte{SecretKeyPolicy: policyFile(res.Spec.Policy)}
+	if c := existing.Data[SecretKeyCookie]; len(c) >= 32 {
+		data[SecretKeyCookie] = c
+	} else {
+		data[SecretKeyCookie] = newCookieSecret()
+	}
+	for key, ref := range map[string]*secretRef{SecretKeyClientSecret: res.clientSecretRef, SecretKeyRedisPassword: res.redisRef} {
+		if ref == nil {
+			continue
+		}
+		v, err := r.readSecretKey(ctx, *ref)
+		if err != nil {
+			return false, err
+		}
+		data[key] = v
+	}
+	ac := corev1ac.Secret(name, ing.Namespace).
+		WithLabels(map[string]string{SecretLabelIngress: ing.Name}).
+		WithOwnerReferences(metav1ac.OwnerReference().
+			WithAPIVersion("networking.k8s.io/v1").WithKind("Ingress").
+			WithName(ing.Name).WithUID(ing.UID).WithController(true)).
+		WithType(corev1.SecretTypeOpaque).
+		WithData(data)
+	if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return false, fmt.Errorf("apply secret %s: %w", name, err)
+	}
+	return created, nil
+}
+
+func (r *IngressReconciler) readSecretKey(ctx context.Context, ref secretRef) ([]byte, error) {
+	var s corev1.Secret
+	if err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
+		return nil, fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	v, ok := s.Data[ref.Key]
+	if !ok || len(v) == 0 {
+		return nil, fmt.Errorf("Secret %s/%s has no key %q", ref.Namespace, ref.Name, ref.Key)
+	}
+	return v, nil
+}
+
+func ownedBy(obj metav1.Object, ing *networkingv1.Ingress) bool {
+	return slices.ContainsFunc(obj.GetOwnerReferences(), func(o metav1.OwnerReference) bool { return o.UID == ing.UID })
+}
+
+// newCookieSecret makes 32 random bytes, base64-encoded (44 bytes of key
+// material on one line).
+func newCookieSecret() []byte {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return []byte(base64.StdEncoding.EncodeToString(b))
+}
+
+// disable handles an Ingress without gatehouse.dev/enabled: "true": its
+// Secret goes, and Pods that still carry its sidecar are replaced.
+func (r *IngressReconciler) disable(ctx context.Context, ing *networkingv1.Ingress) (ctrl.Result, error) {
+	r.metrics.unprotected.DeleteLabelValues(ing.Namespace, ing.Name)
+	var s corev1.Secret
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: secretName(ing.Name)}, &s)
+	if err == nil && ownedBy(&s, ing) {
+		if err := r.client.Delete(ctx, &s); err != nil && !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+	}
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	var stale []corev1.Pod
+	for _, p := range pods.Items {
+		if p.Annotations[PodAnnIngress] == ing.Name && p.DeletionTimestamp == nil {
+			stale = append(stale, p)
+		}
+	}
+	if len(stale) == 0 || ing.Annotations[AnnRollout] == RolloutManual {
+		return ctrl.Result{}, nil
+	}
+	return r.replaceOne(ctx, ing, stale, stale)
+}
+
+// rollout finds the Pods behind the Ingress that lack the current sidecar,
+// reports them, and unless gatehouse.dev/rollout is manual replaces one at
+// a time through the Eviction API (which honours PodDisruptionBudgets),
+// waiting for every Pod of the set to be Ready before the next.
+func (r *IngressReconciler) rollout(ctx context.Context, ing *networkingv1.Ingress, res resolved) (ctrl.Result, error) {
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	want := res.Spec.hash()
+	var set, outdated []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		podLabels := labels.Set(p.Labels)
+		behind := false
+		for _, b := range res.Backends {
+			if selects(b.Service, podLabels) && (hasPortName(&p, b.PortName) || p.Annotations[PodAnnIngress] == ing.Name) {
+				behind = true
+				break
+			}
+		}
+		if !behind {
+			continue
+		}
+		set = append(set, p)
+		if p.Annotations[PodAnnConfigHash] != want {
+			outdated = append(outdated, p)
+		}
+	}
+	r.metrics.unprotected.WithLabelValues(ing.Namespace, ing.Name).Set(float64(len(outdated)))
+	if len(outdated) == 0 {
+		return ctrl.Result{}, nil
+	}
+	if ing.Annotations[AnnRollout] == RolloutManual {
+		r.recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonUnprotectedPods, "Rollout",
+			"%d Pod(s) run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated))
+		return ctrl.Result{}, nil
+	}
+	return r.replaceOne(ctx, ing, set, outdated)
+}
+
+// replaceOne evicts the first outdated Pod once every Pod of set is Ready.
+func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.Ingress, set, outdated []corev1.Pod) (ctrl.Result, error) {
+	for _, p := range set {
+		if !podReady(&p) {
+			return ctrl.Result{RequeueAfter: rolloutWait}, nil // wait for the replacement
+		}
+	}
+	victim := outdated[0]
+	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: victim.Name, Namespace: victim.Namespace}}
+	err := r.client.SubResource("eviction").Create(ctx, &victim, ev)
+	switch {
+	case apierrors.IsTooManyRequests(err):
+		// A PodDisruptionBudget says not now.
+		return ctrl.Result{RequeueAfter: rolloutWait}, nil
+	case apierrors.IsNotFound(err):
+		return ctrl.Result{Requeue: true}, nil
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("evict pod %s: %w", victim.Name, err)
+	}
+	r.metrics.replaced.Inc()
+	r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(outdated)-1)
+	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(outdated)-1)
+	return ctrl.Result{RequeueAfter: rolloutWait}, nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// SetupWithManager registers the reconciler: Ingresses, the Secrets they
+// own, and the Services and Pods of their namespace (which change what is
+// behind an Ingress).
+func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	toIngresses := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list networkingv1.IngressList
+		if err := mgr.GetClient().List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+			return nil
+		}
+		var reqs []reconcile.Request
+		for _, ing := range list.Items {
+			if ing.Annotations[AnnEnabled] != "" || obj.GetAnnotations()[PodAnnIngress] == ing.Name {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}})
+			}
+		}
+		return reqs
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("ingress").
+		For(&networkingv1.Ingress{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}).
+		Watches(&corev1.Service{}, toIngresses).
+		Watches(&corev1.Pod{}, toIngresses).
+		Complete(r)
+}

@@ -1,0 +1,138 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// Options are the process-level things the manager does not make itself.
+type Options struct {
+	// RESTConfig reaches the API server.
+	RESTConfig *rest.Config
+	// Log is the controller's logger.
+	Log logr.Logger
+	// WebhookHost binds the webhook server (tests use 127.0.0.1).
+	WebhookHost string
+	// HTTPClient fetches providers' discovery documents.
+	HTTPClient *http.Client
+}
+
+// NewManager builds the controller-runtime manager with the Ingress
+// reconciler, the Pod webhook, the provider checker and health probes. It
+// does not start it.
+func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	ownedSecrets, err := labels.Parse(SecretLabelIngress)
+	if err != nil {
+		return nil, err
+	}
+	m := newMetrics(crmetrics.Registry)
+	checker := &providerChecker{file: file, client: opts.HTTPClient, metrics: m, log: opts.Log.WithName("providers")}
+	mgr, err := ctrl.NewManager(opts.RESTConfig, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  opts.Log,
+		Metrics: metricsserver.Options{BindAddress: cfg.MetricsAddress, ExtraHandlers: map[string]http.Handler{
+			"/providers": http.HandlerFunc(checker.serveStatus),
+		}},
+		HealthProbeBindAddress:  cfg.HealthAddress,
+		LeaderElection:          cfg.LeaderElect,
+		LeaderElectionID:        "gatehouse-controller",
+		LeaderElectionNamespace: cfg.Namespace,
+		WebhookServer: webhook.NewServer(webhook.Options{
+			Host:    opts.WebhookHost,
+			Port:    cfg.WebhookPort,
+			CertDir: cfg.WebhookCertDir,
+		}),
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			// Only the Secrets Gatehouse owns are cached; provider Secrets
+			// are read directly when needed.
+			&corev1.Secret{}: {Label: ownedSecrets},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	res := &resolver{
+		reader:    mgr.GetClient(),
+		apiReader: mgr.GetAPIReader(),
+		file:      file,
+		namespace: cfg.Namespace,
+		image:     cfg.SidecarImage,
+	}
+	rec := &IngressReconciler{
+		client:    mgr.GetClient(),
+		apiReader: mgr.GetAPIReader(),
+		resolver:  res,
+		recorder:  mgr.GetEventRecorder("gatehouse"),
+		metrics:   m,
+	}
+	if err := rec.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("register ingress reconciler: %w", err)
+	}
+	mgr.GetWebhookServer().Register(WebhookPath, &webhook.Admission{Handler: &PodInjector{
+		resolver: res,
+		decoder:  admission.NewDecoder(scheme),
+		metrics:  m,
+	}})
+	if err := mgr.Add(checker); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	// Ready once the webhook serves and the caches are synced; a broken
+	// provider is reported, not a reason to stop admitting Pods.
+	if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("informers", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("informer caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Run builds the manager and runs it until ctx ends.
+func Run(ctx context.Context, cfg Config, opts Options) error {
+	file, err := LoadFile(cfg.ConfigFile)
+	if err != nil {
+		return err
+	}
+	mgr, err := NewManager(cfg, file, opts)
+	if err != nil {
+		return err
+	}
+	opts.Log.Info("Starting gatehouse controller", "providers", len(file.Providers), "namespace", cfg.Namespace)
+	return mgr.Start(ctx)
+}
