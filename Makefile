@@ -10,6 +10,9 @@ FUZZTIME ?= 30s
 BENCH_DURATION ?= 10s
 
 IDP_DEPS := hack/idp/node_modules/.package-lock.json
+TOOLS := $(CURDIR)/bin/tools
+CONTROLLER_GEN_VERSION := v0.23.0
+CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
 
 .PHONY: help
 help: ## Show this help
@@ -24,8 +27,22 @@ build: ## Build bin/gatehouse (static, version stamped)
 	$(GO_BUILD) -o bin/gatehouse ./cmd/gatehouse
 
 .PHONY: test
-test: $(IDP_DEPS) ## Run unit, integration and end-to-end tests with the race detector
-	go test -race -count=1 ./...
+test: $(IDP_DEPS) envtest ## Run unit, envtest, integration and end-to-end tests with the race detector
+	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=60s go test -race -count=1 -timeout 20m ./...
+
+.PHONY: envtest
+envtest: ## Build the test control plane (kube-apiserver, etcd, ...) into bin/k8s (cached per machine)
+	hack/envtest-binaries.sh >/dev/null
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate RBAC and webhook manifests into config/ from code markers
+	$(CONTROLLER_GEN) rbac:roleName=gatehouse-controller webhook paths=./controllers/... \
+	  output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+
+$(CONTROLLER_GEN):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	mv $(TOOLS)/controller-gen $@
 
 $(IDP_DEPS): hack/idp/package.json hack/idp/package-lock.json
 	npm ci --prefix hack/idp --no-audit --no-fund
@@ -52,9 +69,9 @@ vet: ## go vet and gofmt
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w on the files above"; exit 1; }
 
 .PHONY: verify
-verify: vet ## Check that go.mod is tidy and generated files are current
+verify: vet manifests ## Check that go.mod is tidy and generated files are current
 	go mod tidy
-	git diff --exit-code -- go.mod go.sum
+	git diff --exit-code -- go.mod go.sum config/
 
 .PHONY: clean
 clean: ## Remove build outputs

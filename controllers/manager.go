@@ -56,8 +56,8 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	m := newMetrics(crmetrics.Registry)
 	checker := &providerChecker{file: file, client: opts.HTTPClient, metrics: m, log: opts.Log.WithName("providers")}
 	mgr, err := ctrl.NewManager(opts.RESTConfig, ctrl.Options{
-		Scheme:                  scheme,
-		Logger:                  opts.Log,
+		Scheme: scheme,
+		Logger: opts.Log,
 		Metrics: metricsserver.Options{BindAddress: cfg.MetricsAddress, ExtraHandlers: map[string]http.Handler{
 			"/providers": http.HandlerFunc(checker.serveStatus),
 		}},

@@ -58,8 +58,8 @@ type Store struct {
 
 	// Caches that keep decryption off the common path; Redis is still
 	// read on every request, so a deleted record ends the session at once.
-	mu      sync.Mutex // guards refs and records
-	refs    map[string]cachedRef         // cookie value -> reference
+	mu      sync.Mutex                  // guards refs and records
+	refs    map[string]cachedRef        // cookie value -> reference
 	records map[string]*session.Session // reference + sealed record -> session
 }
 

@@ -1,0 +1,229 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gatehouse-dev/gatehouse/controllers"
+)
+
+// Shared by the package's tests: one control plane, one manager; each test
+// works in a namespace of its own.
+var (
+	k8s       client.Client
+	testEnv   *envtest.Environment
+	managerNS = "gatehouse-system"
+)
+
+const (
+	sidecarImage   = "gatehouse:test"
+	providerSecret = "s3cret-from-the-platform-team"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	assets, err := exec.Command("../hack/envtest-binaries.sh").Output()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "envtest binaries: %v (run hack/envtest-binaries.sh)\n", err)
+		return 1
+	}
+	webhooks, err := scopedWebhooks("../config/webhook/manifests.yaml")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	testEnv = &envtest.Environment{
+		BinaryAssetsDirectory: strings.TrimSpace(string(assets)),
+		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: webhooks},
+	}
+	cfg, err := testEnv.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		return 1
+	}
+	defer func() { _ = testEnv.Stop() }()
+
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	stopKCM, err := startControllerManager()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "kube-controller-manager: %v\n", err)
+		return 1
+	}
+	defer stopKCM()
+
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managerNS}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-oidc", Namespace: managerNS},
+			Data: map[string][]byte{"client-secret": []byte(providerSecret)}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-redis", Namespace: managerNS},
+			Data: map[string][]byte{"password": []byte("redis-pw")}},
+	} {
+		if err := k8s.Create(ctx, obj); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
+	file, err := controllers.ParseFile([]byte(`
+providers:
+  - name: default
+    issuerURL: https://login.example.com
+    clientID: gatehouse
+    clientSecretRef: {name: gatehouse-oidc, key: client-secret}
+    scopes: [openid, email, profile]
+    allowedNamespaces: ["*"]
+  - name: restricted
+    issuerURL: https://login.example.com
+    clientID: other
+    allowedNamespaces: [nobody]
+  - name: shared
+    issuerURL: https://login.example.com
+    clientID: shared
+    clientSecretRef: {name: gatehouse-oidc, key: client-secret}
+    sessionStore:
+      redisURL: redis://redis.gatehouse-system:6379/0
+      passwordSecretRef: {name: gatehouse-redis, key: password}
+defaults:
+  provider: default
+  sidecar:
+    resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}
+`))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ccfg := controllers.DefaultConfig()
+	ccfg.ConfigFile = "unused"
+	ccfg.SidecarImage = sidecarImage
+	ccfg.Namespace = managerNS
+	ccfg.LeaderElect = false
+	ccfg.MetricsAddress = "127.0.0.1:0"
+	ccfg.HealthAddress = "127.0.0.1:0"
+	wio := testEnv.WebhookInstallOptions
+	ccfg.WebhookPort = wio.LocalServingPort
+	ccfg.WebhookCertDir = wio.LocalServingCertDir
+	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	mgr, err := controllers.NewManager(ccfg, file, controllers.Options{RESTConfig: cfg, Log: log, WebhookHost: wio.LocalServingHost})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	if !mgr.GetCache().WaitForCacheSync(ctx) {
+		fmt.Fprintln(os.Stderr, "cache did not sync")
+		return 1
+	}
+	return m.Run()
+}
+
+// scopedWebhooks loads the generated webhook configuration and scopes it
+// the way the chart does: never the control plane, the controller's own
+// namespace, or namespaces that opted out.
+func scopedWebhooks(path string) ([]*admissionv1.MutatingWebhookConfiguration, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*admissionv1.MutatingWebhookConfiguration
+	for doc := range strings.SplitSeq(string(raw), "\n---\n") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		var wh admissionv1.MutatingWebhookConfiguration
+		if err := yaml.UnmarshalStrict([]byte(doc), &wh); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		for i := range wh.Webhooks {
+			wh.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", managerNS}},
+				{Key: controllers.NamespaceInjectionLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled"}},
+			}}
+		}
+		out = append(out, &wh)
+	}
+	return out, nil
+}
+
+// startControllerManager runs kube-controller-manager with a system:masters
+// user, so that Deployments really yield ReplicaSets and Pods (Pending: no
+// scheduler, no kubelet) and garbage collection works.
+func startControllerManager() (func(), error) {
+	user, err := testEnv.AddUser(envtest.User{Name: "kcm", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "gatehouse-kcm-")
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(testEnv.BinaryAssetsDirectory, "kube-controller-manager"),
+		"--kubeconfig="+path,
+		"--controllers=deployment-controller,replicaset-controller,statefulset-controller,garbage-collector-controller,namespace-controller,disruption-controller",
+		"--use-service-account-credentials=false",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--concurrent-deployment-syncs=10",
+		"--v=0",
+	)
+	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		waited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+		logFile.Close()
+		os.RemoveAll(dir)
+	}, nil
+}
