@@ -23,12 +23,14 @@ demo: build $(IDP_DEPS) ## Run the local demo: real IdP, sample app and the prox
 	hack/demo.sh
 
 .PHONY: build
-build: ## Build bin/gatehouse (static, version stamped)
+build: ## Build bin/gatehouse and bin/gatehouse-sidecar (static, version stamped)
 	$(GO_BUILD) -o bin/gatehouse ./cmd/gatehouse
+	$(GO_BUILD) -tags sidecar -o bin/gatehouse-sidecar ./cmd/gatehouse
 
 .PHONY: test
 test: $(IDP_DEPS) envtest ## Run unit, envtest, integration and end-to-end tests with the race detector
 	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=60s go test -race -count=1 -timeout 20m ./...
+	go test -race -count=1 -tags sidecar ./cmd/gatehouse
 
 .PHONY: envtest
 envtest: ## Build the test control plane (kube-apiserver, etcd, ...) into bin/k8s (cached per machine)
@@ -61,7 +63,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
 .PHONY: bench
 bench: build ## Measure the proxy against a plain reverse proxy (needs wrk)
 	go test ./proxy/... -run '^$$' -bench . -benchmem
-	go run ./hack/bench -gatehouse bin/gatehouse -duration $(BENCH_DURATION) -markdown bin/bench.md
+	go run ./hack/bench -gatehouse bin/gatehouse-sidecar -duration $(BENCH_DURATION) -markdown bin/bench.md
 
 .PHONY: vet
 vet: ## go vet and gofmt

@@ -36,6 +36,9 @@ const (
 const (
 	// SidecarName is the injected init container's name.
 	SidecarName = "gatehouse"
+	// SidecarCommand is the sidecar build of the gatehouse binary in the
+	// image (built with the "sidecar" tag, without the controller).
+	SidecarCommand = "/usr/local/bin/gatehouse-sidecar"
 	// SecretVolumeName is the Pod volume holding the per-Ingress Secret.
 	SecretVolumeName = "gatehouse-secret"
 	// SecretMountPath is where the sidecar finds its files.

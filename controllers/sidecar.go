@@ -127,6 +127,7 @@ func sidecarFor(s sidecarSpec, portName string, appPort, listen, metrics int32) 
 	c := corev1.Container{
 		Name:          SidecarName,
 		Image:         s.Image,
+		Command:       []string{SidecarCommand},
 		Args:          args,
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways), // native sidecar
 		Ports: []corev1.ContainerPort{

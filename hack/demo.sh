@@ -66,8 +66,8 @@ args=(
   --scopes "openid email profile groups"
   --skip-auth-path '^/favicon\.ico$'
 )
-echo "bin/gatehouse ${args[*]}"
-bin/gatehouse "${args[@]}" 2> >(tee "$work/proxy.log" >&2) &
+echo "bin/gatehouse-sidecar ${args[*]}"
+bin/gatehouse-sidecar "${args[@]}" 2> >(tee "$work/proxy.log" >&2) &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:${METRICS_PORT}/readyz" 2>/dev/null | grep -q 'identity provider: discovered' && break

@@ -101,8 +101,8 @@ func TestTopUsage(t *testing.T) {
 		{name: "--help", args: []string{"--help"}, wantStdout: topUsage},
 		{name: "-h", args: []string{"-h"}, wantStdout: topUsage},
 		{name: "help", args: []string{"help"}, wantStdout: topUsage},
-		{name: "no arguments", args: nil, wantStderr: topUsage + "gatehouse: no command (want proxy or version)\n", wantCode: 2},
-		{name: "unknown command", args: []string{"serve"}, wantStderr: topUsage + "gatehouse: unknown command \"serve\" (want proxy or version)\n", wantCode: 2},
+		{name: "no arguments", args: nil, wantStderr: topUsage + "gatehouse: no command (want proxy, controller or version)\n", wantCode: 2},
+		{name: "unknown command", args: []string{"serve"}, wantStderr: topUsage + "gatehouse: unknown command \"serve\" (want proxy, controller or version)\n", wantCode: 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,14 @@
+//go:build sidecar
+
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+)
+
+// runController is not part of the sidecar build.
+func runController(context.Context, []string, func(string) (string, bool), io.Writer, io.Writer) error {
+	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run the controller with the gatehouse binary of the same image", errUsage)
+}

@@ -1,0 +1,33 @@
+//go:build !sidecar
+
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+func TestControllerFlagsErrors(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	env := func(string) (string, bool) { return "", false }
+	err := run(t.Context(), []string{"controller", "--webhook-port=0"}, env, &stdout, &stderr)
+	if exitCode(err) != 2 {
+		t.Fatalf("exit code %d for bad flags, want 2 (err %v)", exitCode(err), err)
+	}
+	for _, want := range []string{"--config", "--sidecar-image", "--webhook-port", "--namespace"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	stdout.Reset()
+	if err := run(t.Context(), []string{"controller", "--help"}, env, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	for _, flag := range []string{"--config", "--sidecar-image", "--webhook-port", "--webhook-cert-dir", "--metrics-address", "--health-address", "--leader-elect", "--namespace", "--kubeconfig"} {
+		if !strings.Contains(stdout.String(), flag+" ") {
+			t.Errorf("controller --help lacks %s", flag)
+		}
+	}
+}
