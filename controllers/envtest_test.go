@@ -397,3 +397,77 @@ func TestWebhookScope(t *testing.T) {
 }
 
 type policyPDB struct{ ns string }
+
+// TestBackendsHostsAndWorkloads: several hosts, several backends, the
+// default backend and StatefulSet Pods are all covered.
+func TestBackendsHostsAndWorkloads(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	for _, name := range []string{"front", "api", "fallback", "db"} {
+		create(t, service(ns, name, intstr.FromString("http")))
+	}
+	ing := ingress(ns, "site", map[string]string{controllers.AnnEnabled: "true"}, []string{"a.example.com", "b.example.com"}, "front")
+	ing.Spec.Rules[1].HTTP.Paths[0].Backend.Service.Name = "api"
+	ing.Spec.DefaultBackend = &networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "fallback", Port: networkingv1.ServiceBackendPort{Number: 80}}}
+	ing.Spec.Rules = append(ing.Spec.Rules, networkingv1.IngressRule{Host: "db.example.com", IngressRuleValue: networkingv1.IngressRuleValue{
+		HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
+			Path: "/", PathType: ptr.To(networkingv1.PathTypePrefix),
+			Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "db", Port: networkingv1.ServiceBackendPort{Name: "web"}}},
+		}}},
+	}})
+	create(t, ing)
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-site"}, &s)).To(gomega.Succeed())
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	for _, name := range []string{"front", "api", "fallback"} {
+		create(t, deployment(ns, name, 1, "http"))
+	}
+	labels := map[string]string{"app": "db"}
+	create(t, &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: ns},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: ptr.To[int32](1), ServiceName: "db",
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}},
+		},
+	})
+	g.Eventually(func(g gomega.Gomega) {
+		for _, name := range []string{"front", "api", "fallback", "db"} {
+			ps := pods(t, g, ns, name)
+			g.Expect(ps).To(gomega.HaveLen(1), name)
+			sc := sidecarOf(&ps[0])
+			g.Expect(sc).NotTo(gomega.BeNil(), "%s has no sidecar", name)
+			g.Expect(sc.Args).To(gomega.ContainElements(
+				"--redirect-url=http://a.example.com/_gatehouse/callback",
+				"--redirect-url=http://b.example.com/_gatehouse/callback",
+				"--redirect-url=http://db.example.com/_gatehouse/callback",
+				"--cookie-secure=false",
+			))
+		}
+		// db.example.com has no TLS entry: reported, not refused.
+		g.Expect(warnings(t, g, ns, "site")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonInsecureHost + ":")))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+}
+
+// TestConflictingIngresses: two enabled Ingresses with different settings
+// in front of one Service: a Warning Event, and no sidecar.
+func TestConflictingIngresses(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "app", intstr.FromString("http")))
+	create(t, ingress(ns, "one", map[string]string{controllers.AnnEnabled: "true", controllers.AnnAllowedGroups: "a"}, []string{"one.example.com"}, "app"))
+	create(t, ingress(ns, "two", map[string]string{controllers.AnnEnabled: "true", controllers.AnnAllowedGroups: "b"}, []string{"two.example.com"}, "app"))
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(warnings(t, g, ns, "one")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
+		g.Expect(warnings(t, g, ns, "two")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	create(t, deployment(ns, "app", 1, "http"))
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "app")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
+	}).WithTimeout(wait).Should(gomega.Succeed())
+}

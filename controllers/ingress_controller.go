@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -78,6 +79,13 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		log.Info("Ingress not protected: fix its annotations", "reasons", len(res.Problems))
 		return ctrl.Result{}, nil
 	}
+	if others, err := r.conflicts(ctx, &ing, res); err != nil {
+		return ctrl.Result{}, err
+	} else if len(others) > 0 {
+		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonConflict, "Reconcile",
+			"Ingress(es) %s enable Gatehouse with other settings in front of the same Service; Pods behind it get no sidecar until the settings agree", strings.Join(others, ", "))
+		return ctrl.Result{}, nil
+	}
 	created, err := r.ensureSecret(ctx, &ing, res)
 	if err != nil {
 		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonSecretError, "Reconcile", "cannot prepare the sidecar's Secret: %v", err)
@@ -89,6 +97,41 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		log.Info("Ingress protected", "services", len(res.Backends))
 	}
 	return r.rollout(ctx, &ing, res)
+}
+
+// conflicts names the other enabled Ingresses of the namespace that share a
+// backend Service with ing but ask for a different sidecar.
+func (r *IngressReconciler) conflicts(ctx context.Context, ing *networkingv1.Ingress, res resolved) ([]string, error) {
+	var list networkingv1.IngressList
+	if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace)); err != nil {
+		return nil, err
+	}
+	var out []string
+	for i := range list.Items {
+		other := &list.Items[i]
+		if other.Name == ing.Name || other.Annotations[AnnEnabled] == "" {
+			continue
+		}
+		ores, err := r.resolver.resolve(ctx, other)
+		if err != nil {
+			return nil, err
+		}
+		if !ores.Enabled || ores.Blocked {
+			continue
+		}
+		shared := false
+		for _, a := range res.Backends {
+			for _, b := range ores.Backends {
+				if a.Service.Name == b.Service.Name {
+					shared = shared || a.PortName != b.PortName || !samePolicy(res.Spec, ores.Spec)
+				}
+			}
+		}
+		if shared {
+			out = append(out, other.Name)
+		}
+	}
+	return out, nil
 }
 
 // ensureSecret applies the per-Ingress Secret: the cookie secret
