@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -78,6 +79,12 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &networkingv1.Ingress{}, indexBackendService, backendServiceNames); err != nil {
+		return nil, fmt.Errorf("index ingresses: %w", err)
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Service{}, indexServiceSelector, selectorPairs); err != nil {
+		return nil, fmt.Errorf("index services: %w", err)
 	}
 	res := &resolver{
 		reader:    mgr.GetClient(),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -92,7 +94,15 @@ func runSuite(m *testing.M) int {
 			return 1
 		}
 	}
-	file, err := controllers.ParseFile([]byte(`
+	// The providers' discovery documents, on loopback: the controller checks
+	// them at start, and tests must not reach outside the machine.
+	idp := httptest.NewServer(nil)
+	idp.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q}`, idp.URL)
+	})
+	defer idp.Close()
+	file, err := controllers.ParseFile([]byte(strings.ReplaceAll(`
 providers:
   - name: default
     issuerURL: https://login.example.com
@@ -115,7 +125,7 @@ defaults:
   provider: default
   sidecar:
     resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}
-`))
+`, "https://login.example.com", idp.URL)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"slices"
 	"encoding/json"
 	"net/http"
 
@@ -100,36 +101,94 @@ type claim struct {
 	portName string
 }
 
-// claimsFor resolves every enabled Ingress in pod's namespace whose backend
-// Services select pod. Cheap checks come first, so namespaces with many
-// Ingresses stay fast.
-func claimsFor(ctx context.Context, r *resolver, pod *corev1.Pod) ([]claim, error) {
-	var list networkingv1.IngressList
-	if err := r.reader.List(ctx, &list, client.InNamespace(pod.Namespace)); err != nil {
-		return nil, err
+// indexBackendService indexes Ingresses by the names of their backend
+// Services, so the webhook finds the Ingresses in front of a Pod without
+// reading every Ingress of the namespace.
+const indexBackendService = "gatehouse.dev/backend-service"
+
+// indexServiceSelector indexes Services by each key=value pair of their
+// selector, so the webhook finds the Services that may select a Pod from
+// the Pod's own labels.
+const indexServiceSelector = "gatehouse.dev/selector-pair"
+
+// selectorPairs is the indexer function for indexServiceSelector.
+func selectorPairs(obj client.Object) []string {
+	svc, ok := obj.(*corev1.Service)
+	if !ok {
+		return nil
 	}
-	var claims []claim
-	podLabels := labels.Set(pod.Labels)
-	for i := range list.Items {
-		ing := &list.Items[i]
-		if ing.Annotations[AnnEnabled] == "" || !selectsAny(ctx, r, ing, podLabels) {
-			continue
+	pairs := make([]string, 0, len(svc.Spec.Selector))
+	for k, v := range svc.Spec.Selector {
+		pairs = append(pairs, k+"="+v)
+	}
+	return pairs
+}
+
+// backendServiceNames is the indexer function for indexBackendService.
+func backendServiceNames(obj client.Object) []string {
+	ing, ok := obj.(*networkingv1.Ingress)
+	if !ok {
+		return nil
+	}
+	var names []string
+	for _, b := range serviceBackends(ing) {
+		if !slices.Contains(names, b.Name) {
+			names = append(names, b.Name)
 		}
-		res, err := r.resolve(ctx, ing)
-		if err != nil {
+	}
+	return names
+}
+
+// claimsFor resolves every enabled Ingress in pod's namespace whose backend
+// Services select pod: first the Services that select the Pod, then the
+// Ingresses in front of them (by index), so namespaces with many Ingresses
+// stay fast. Cached objects are read without copies and never modified.
+func claimsFor(ctx context.Context, r *resolver, pod *corev1.Pod) ([]claim, error) {
+	podLabels := labels.Set(pod.Labels)
+	var selecting []corev1.Service
+	for k, v := range pod.Labels {
+		var svcs corev1.ServiceList
+		if err := r.reader.List(ctx, &svcs, client.InNamespace(pod.Namespace),
+			client.MatchingFields{indexServiceSelector: k + "=" + v}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		if !res.Enabled {
-			continue
+		for _, svc := range svcs.Items {
+			if selects(&svc, podLabels) && !slices.ContainsFunc(selecting, func(s corev1.Service) bool { return s.Name == svc.Name }) {
+				selecting = append(selecting, svc)
+			}
 		}
-		if res.Blocked {
-			claims = append(claims, claim{ingress: ing.Name, res: res})
-			continue
+	}
+	var claims []claim
+	seen := map[string]bool{}
+	for i := range selecting {
+		svcs := corev1.ServiceList{Items: selecting}
+		var list networkingv1.IngressList
+		if err := r.reader.List(ctx, &list, client.InNamespace(pod.Namespace),
+			client.MatchingFields{indexBackendService: svcs.Items[i].Name}, client.UnsafeDisableDeepCopy); err != nil {
+			return nil, err
 		}
-		for _, b := range res.Backends {
-			if selects(b.Service, podLabels) && hasPortName(pod, b.PortName) {
-				claims = append(claims, claim{ingress: ing.Name, res: res, portName: b.PortName})
-				break
+		for j := range list.Items {
+			ing := &list.Items[j]
+			if seen[ing.Name] || ing.Annotations[AnnEnabled] == "" {
+				continue
+			}
+			seen[ing.Name] = true
+			res, err := r.resolve(ctx, ing)
+			if err != nil {
+				return nil, err
+			}
+			if !res.Enabled {
+				continue
+			}
+			if res.Blocked {
+				claims = append(claims, claim{ingress: ing.Name, res: res})
+				continue
+			}
+			for _, b := range res.Backends {
+				if selects(b.Service, podLabels) && hasPortName(pod, b.PortName) {
+					claims = append(claims, claim{ingress: ing.Name, res: res, portName: b.PortName})
+					break
+				}
 			}
 		}
 	}
@@ -166,18 +225,6 @@ func samePolicy(a, b sidecarSpec) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
-}
-
-// selectsAny reports whether some backend Service of ing selects the
-// labels, from the cache.
-func selectsAny(ctx context.Context, r *resolver, ing *networkingv1.Ingress, podLabels labels.Set) bool {
-	for _, sb := range serviceBackends(ing) {
-		var svc corev1.Service
-		if err := r.reader.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: sb.Name}, &svc); err == nil && selects(&svc, podLabels) {
-			return true
-		}
-	}
-	return false
 }
 
 func selects(svc *corev1.Service, podLabels labels.Set) bool {
