@@ -30,22 +30,29 @@ type Config struct {
 	SidecarImage   string
 	WebhookPort    int
 	WebhookCertDir string
-	MetricsAddress string
-	HealthAddress  string
-	LeaderElect    bool
-	Namespace      string
-	Kubeconfig     string
-	LogLevel       string
+	// WebhookService and WebhookConfiguration name the webhook's Service
+	// (for the self-made certificate) and MutatingWebhookConfiguration (for
+	// its caBundle).
+	WebhookService       string
+	WebhookConfiguration string
+	MetricsAddress       string
+	HealthAddress        string
+	LeaderElect          bool
+	Namespace            string
+	Kubeconfig           string
+	LogLevel             string
 }
 
 // DefaultConfig returns the defaults of DESIGN.md "Controller flags".
 func DefaultConfig() Config {
 	return Config{
-		WebhookPort:    9443,
-		MetricsAddress: ":8080",
-		HealthAddress:  ":8081",
-		LeaderElect:    true,
-		LogLevel:       "info",
+		WebhookPort:          9443,
+		WebhookService:       "gatehouse-webhook",
+		WebhookConfiguration: "gatehouse",
+		MetricsAddress:       ":8080",
+		HealthAddress:        ":8081",
+		LeaderElect:          true,
+		LogLevel:             "info",
 	}
 }
 
@@ -55,6 +62,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SidecarImage, "sidecar-image", c.SidecarImage, "`image` injected as the sidecar (default the controller's own image, from $GATEHOUSE_IMAGE)")
 	fs.IntVar(&c.WebhookPort, "webhook-port", c.WebhookPort, "`port` of the Pod mutating webhook")
 	fs.StringVar(&c.WebhookCertDir, "webhook-cert-dir", c.WebhookCertDir, "`directory` with tls.crt and tls.key for the webhook; empty makes and rotates a self-signed certificate and keeps the webhook's caBundle current")
+	fs.StringVar(&c.WebhookService, "webhook-service", c.WebhookService, "`name` of the webhook's Service, for the self-made certificate's names")
+	fs.StringVar(&c.WebhookConfiguration, "webhook-configuration", c.WebhookConfiguration, "`name` of the MutatingWebhookConfiguration whose caBundle the controller keeps current with a self-made certificate")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "`address` of Prometheus metrics")
 	fs.StringVar(&c.HealthAddress, "health-address", c.HealthAddress, "`address` of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "one active replica at a time")

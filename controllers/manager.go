@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -130,15 +131,38 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	return mgr, nil
 }
 
-// Run builds the manager and runs it until ctx ends.
+// Run builds the manager and runs it until ctx ends. Without
+// --webhook-cert-dir it first makes (or reads) the webhook's certificate,
+// so the webhook server starts with one, and keeps renewing it.
 func Run(ctx context.Context, cfg Config, opts Options) error {
 	file, err := LoadFile(cfg.ConfigFile)
 	if err != nil {
 		return err
 	}
+	selfSigned := cfg.WebhookCertDir == ""
+	if selfSigned {
+		dir, err := os.MkdirTemp("", "gatehouse-webhook-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.WebhookCertDir = dir
+	}
 	mgr, err := NewManager(cfg, file, opts)
 	if err != nil {
 		return err
+	}
+	if selfSigned {
+		cm := newCertManager(mgr.GetAPIReader(), mgr.GetClient(), WebhookCertOptions{
+			Namespace: cfg.Namespace, SecretName: cfg.WebhookService + "-tls",
+			Service: cfg.WebhookService, Configuration: cfg.WebhookConfiguration, Dir: cfg.WebhookCertDir,
+		}, opts.Log.WithName("webhook-certs"))
+		if err := cm.sync(ctx); err != nil {
+			return fmt.Errorf("webhook certificate: %w", err)
+		}
+		if err := mgr.Add(cm); err != nil {
+			return err
+		}
 	}
 	opts.Log.Info("Starting gatehouse controller", "providers", len(file.Providers), "namespace", cfg.Namespace)
 	return mgr.Start(ctx)

@@ -2,9 +2,9 @@ package controllers
 
 import (
 	"context"
-	"slices"
 	"encoding/json"
 	"net/http"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
