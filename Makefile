@@ -65,6 +65,11 @@ bench: build ## Measure the proxy against a plain reverse proxy (needs wrk)
 	go test ./proxy/... -run '^$$' -bench . -benchmem
 	go run ./hack/bench -gatehouse bin/gatehouse-sidecar -duration $(BENCH_DURATION) -markdown bin/bench.md
 
+.PHONY: bench-controller
+bench-controller: envtest ## Scale test: 1,000 annotated Ingresses on the test API server
+	GATEHOUSE_SCALE=1000 GATEHOUSE_SCALE_REPORT=$(CURDIR)/bin/bench-controller.md \
+	  go test ./controllers -run '^TestScale$$' -bench WebhookDecision -benchmem -count=1 -v -timeout 15m
+
 .PHONY: vet
 vet: ## go vet and gofmt
 	go vet ./...

@@ -22,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -102,33 +103,33 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 // conflicts names the other enabled Ingresses of the namespace that share a
 // backend Service with ing but ask for a different sidecar.
 func (r *IngressReconciler) conflicts(ctx context.Context, ing *networkingv1.Ingress, res resolved) ([]string, error) {
-	var list networkingv1.IngressList
-	if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace)); err != nil {
-		return nil, err
-	}
 	var out []string
-	for i := range list.Items {
-		other := &list.Items[i]
-		if other.Name == ing.Name || other.Annotations[AnnEnabled] == "" {
-			continue
-		}
-		ores, err := r.resolver.resolve(ctx, other)
-		if err != nil {
+	checked := map[string]bool{ing.Name: true}
+	for _, a := range res.Backends {
+		var list networkingv1.IngressList
+		if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace),
+			client.MatchingFields{indexBackendService: a.Service.Name}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil, err
 		}
-		if !ores.Enabled || ores.Blocked {
-			continue
-		}
-		shared := false
-		for _, a := range res.Backends {
+		for i := range list.Items {
+			other := &list.Items[i]
+			if checked[other.Name] || other.Annotations[AnnEnabled] == "" {
+				continue
+			}
+			checked[other.Name] = true
+			ores, err := r.resolver.resolve(ctx, other)
+			if err != nil {
+				return nil, err
+			}
+			if !ores.Enabled || ores.Blocked {
+				continue
+			}
 			for _, b := range ores.Backends {
-				if a.Service.Name == b.Service.Name {
-					shared = shared || a.PortName != b.PortName || !samePolicy(res.Spec, ores.Spec)
+				if b.Service.Name == a.Service.Name && (a.PortName != b.PortName || !samePolicy(res.Spec, ores.Spec)) {
+					out = append(out, other.Name)
+					break
 				}
 			}
-		}
-		if shared {
-			out = append(out, other.Name)
 		}
 	}
 	return out, nil
@@ -310,15 +311,47 @@ func podReady(p *corev1.Pod) bool {
 // own, and the Services and Pods of their namespace (which change what is
 // behind an Ingress).
 func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	toIngresses := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+	c := mgr.GetClient()
+	request := func(ns, name string) reconcile.Request {
+		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}
+	}
+	// A Service changes what is behind the Ingresses that name it.
+	byService := func(ctx context.Context, ns, svc string) []reconcile.Request {
 		var list networkingv1.IngressList
-		if err := mgr.GetClient().List(ctx, &list, client.InNamespace(obj.GetNamespace())); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexBackendService: svc}); err != nil {
 			return nil
 		}
 		var reqs []reconcile.Request
 		for _, ing := range list.Items {
-			if ing.Annotations[AnnEnabled] != "" || obj.GetAnnotations()[PodAnnIngress] == ing.Name {
-				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}})
+			if ing.Annotations[AnnEnabled] != "" {
+				reqs = append(reqs, request(ns, ing.Name))
+			}
+		}
+		return reqs
+	}
+	services := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return byService(ctx, obj.GetNamespace(), obj.GetName())
+	})
+	// A Pod matters to the Ingress whose sidecar it carries and to those in
+	// front of the Services that select it.
+	pods := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var reqs []reconcile.Request
+		if name := obj.GetAnnotations()[PodAnnIngress]; name != "" {
+			reqs = append(reqs, request(obj.GetNamespace(), name))
+		}
+		podLabels := labels.Set(obj.GetLabels())
+		seen := map[string]bool{}
+		for k, v := range obj.GetLabels() {
+			var svcs corev1.ServiceList
+			if err := c.List(ctx, &svcs, client.InNamespace(obj.GetNamespace()), client.MatchingFields{indexServiceSelector: k + "=" + v}); err != nil {
+				return reqs
+			}
+			for i := range svcs.Items {
+				if seen[svcs.Items[i].Name] || !selects(&svcs.Items[i], podLabels) {
+					continue
+				}
+				seen[svcs.Items[i].Name] = true
+				reqs = append(reqs, byService(ctx, obj.GetNamespace(), svcs.Items[i].Name)...)
 			}
 		}
 		return reqs
@@ -327,7 +360,8 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("ingress").
 		For(&networkingv1.Ingress{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
-		Watches(&corev1.Service{}, toIngresses).
-		Watches(&corev1.Pod{}, toIngresses).
+		Watches(&corev1.Service{}, services).
+		Watches(&corev1.Pod{}, pods).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
