@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,7 +255,7 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 	// A kubelet stand-in: every Pod becomes Ready once it exists.
 	stop := make(chan struct{})
 	defer close(stop)
-	maxMissing := 0
+	var maxMissing atomic.Int32
 	go func() {
 		for {
 			select {
@@ -278,8 +279,8 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 				}
 				_ = markReady(t, p)
 			}
-			if missing := 3 - ready; missing > maxMissing {
-				maxMissing = missing
+			if missing := int32(3 - ready); missing > maxMissing.Load() {
+				maxMissing.Store(missing)
 			}
 		}
 	}()
@@ -290,7 +291,7 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 			g.Expect(podReady(&p)).To(gomega.BeTrue())
 		}
 	}).WithTimeout(wait).Should(gomega.Succeed())
-	maxMissing = 0
+	maxMissing.Store(0)
 	before := snapshot(t, ns)
 
 	ing := ingress(ns, "web", map[string]string{controllers.AnnEnabled: "true"}, []string{"web.example.com"}, "web")
@@ -302,8 +303,8 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 			g.Expect(sidecarOf(&p)).NotTo(gomega.BeNil())
 		}
 	}).WithTimeout(60 * time.Second).Should(gomega.Succeed())
-	if maxMissing > 1 {
-		t.Errorf("%d Pods were down at once during the rollout; the PDB allows 1", maxMissing)
+	if m := maxMissing.Load(); m > 1 {
+		t.Errorf("%d Pods were down at once during the rollout; the PDB allows 1", m)
 	}
 
 	// Remove the annotation.

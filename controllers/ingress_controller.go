@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -41,7 +42,14 @@ type IngressReconciler struct {
 	resolver  *resolver
 	recorder  events.EventRecorder
 	metrics   *metrics
+
+	mu        sync.Mutex // guards evictions
+	evictions map[types.NamespacedName]time.Time
 }
+
+// replacementWait bounds how long a rollout waits for an evicted Pod's
+// replacement to appear (a bare Pod has none).
+const replacementWait = 2 * time.Minute
 
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
@@ -227,7 +235,26 @@ func (r *IngressReconciler) disable(ctx context.Context, ing *networkingv1.Ingre
 	if len(stale) == 0 || ing.Annotations[AnnRollout] == RolloutManual {
 		return ctrl.Result{}, nil
 	}
-	return r.replaceOne(ctx, ing, stale, stale)
+	// The set to keep Ready: every Pod behind a Service that selects a
+	// stale one (their replacements included).
+	var svcs corev1.ServiceList
+	if err := r.client.List(ctx, &svcs, client.InNamespace(ing.Namespace)); err != nil {
+		return ctrl.Result{}, err
+	}
+	var set []corev1.Pod
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp != nil {
+			continue
+		}
+		for i := range svcs.Items {
+			svc := &svcs.Items[i]
+			if selects(svc, labels.Set(p.Labels)) && slices.ContainsFunc(stale, func(s corev1.Pod) bool { return selects(svc, labels.Set(s.Labels)) }) {
+				set = append(set, p)
+				break
+			}
+		}
+	}
+	return r.replaceOne(ctx, ing, set, stale)
 }
 
 // rollout finds the Pods behind the Ingress that lack the current sidecar,
@@ -273,8 +300,18 @@ func (r *IngressReconciler) rollout(ctx context.Context, ing *networkingv1.Ingre
 	return r.replaceOne(ctx, ing, set, outdated)
 }
 
-// replaceOne evicts the first outdated Pod once every Pod of set is Ready.
+// replaceOne evicts the first outdated Pod once the previous eviction's
+// replacement exists and every Pod of set is Ready.
 func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.Ingress, set, outdated []corev1.Pod) (ctrl.Result, error) {
+	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+	r.mu.Lock()
+	last, evicted := r.evictions[key]
+	r.mu.Unlock()
+	if evicted && time.Since(last) < replacementWait && !slices.ContainsFunc(set, func(p corev1.Pod) bool {
+		return p.CreationTimestamp.Time.After(last.Add(-time.Second))
+	}) {
+		return ctrl.Result{RequeueAfter: rolloutWait}, nil // the replacement is not there yet
+	}
 	for _, p := range set {
 		if !podReady(&p) {
 			return ctrl.Result{RequeueAfter: rolloutWait}, nil // wait for the replacement
@@ -292,6 +329,12 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.In
 	case err != nil:
 		return ctrl.Result{}, fmt.Errorf("evict pod %s: %w", victim.Name, err)
 	}
+	r.mu.Lock()
+	if r.evictions == nil {
+		r.evictions = map[types.NamespacedName]time.Time{}
+	}
+	r.evictions[key] = time.Now()
+	r.mu.Unlock()
 	r.metrics.replaced.Inc()
 	r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(outdated)-1)
 	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(outdated)-1)
