@@ -30,6 +30,10 @@ const (
 	NamespaceInjectionLabel = AnnotationPrefix + "injection"
 	// SecretLabelIngress marks the per-Ingress Secret the controller owns.
 	SecretLabelIngress = AnnotationPrefix + "ingress"
+	// SecretAnnRotate on a per-Ingress Secret asks for a new cookie secret:
+	// the controller puts a new one on the first line, keeps the previous
+	// one as the second (still accepted), and removes the annotation.
+	SecretAnnRotate = AnnotationPrefix + "rotate-cookie-secret"
 )
 
 // Names of what the controller creates.

@@ -472,3 +472,50 @@ func TestConflictingIngresses(t *testing.T) {
 		g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
 	}).WithTimeout(wait).Should(gomega.Succeed())
 }
+
+// TestProviderSecretAndRotation: a team's own IdP client from a Secret in
+// its namespace; asking for a new cookie secret keeps the previous one as
+// the second line.
+func TestProviderSecretAndRotation(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "team-idp", Namespace: ns}, Data: map[string][]byte{
+		"issuer-url": []byte("https://idp.team.example.com"), "client-id": []byte("team-app"), "client-secret": []byte("team-secret"),
+	}})
+	create(t, service(ns, "app", intstr.FromString("http")))
+	create(t, ingress(ns, "app", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProviderSecret: "team-idp"}, []string{"app.example.com"}, "app"))
+	g := gomega.NewWithT(t)
+	var first string
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+		g.Expect(string(s.Data[controllers.SecretKeyClientSecret])).To(gomega.Equal("team-secret"))
+		first = string(s.Data[controllers.SecretKeyCookie])
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	create(t, deployment(ns, "app", 1, "http"))
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "app")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		sc := sidecarOf(&ps[0])
+		g.Expect(sc).NotTo(gomega.BeNil())
+		g.Expect(sc.Args).To(gomega.ContainElements("--issuer-url=https://idp.team.example.com", "--client-id=team-app"))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	var s corev1.Secret
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+	patched := s.DeepCopy()
+	if patched.Annotations == nil {
+		patched.Annotations = map[string]string{}
+	}
+	patched.Annotations[controllers.SecretAnnRotate] = "now"
+	g.Expect(k8s.Patch(t.Context(), patched, client.MergeFrom(&s))).To(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+		lines := strings.Split(string(s.Data[controllers.SecretKeyCookie]), "\n")
+		g.Expect(lines).To(gomega.HaveLen(2))
+		g.Expect(lines[1]).To(gomega.Equal(first))
+		g.Expect(lines[0]).NotTo(gomega.Equal(first))
+		g.Expect(s.Annotations).NotTo(gomega.HaveKey(controllers.SecretAnnRotate))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+}

@@ -105,8 +105,18 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			"Gatehouse protects this Ingress: new Pods of %d Service(s) get the sidecar", len(res.Backends))
 		log.Info("Ingress protected", "services", len(res.Backends))
 	}
-	return r.rollout(ctx, &ing, res)
+	result, err := r.rollout(ctx, &ing, res)
+	if err == nil && result.RequeueAfter == 0 {
+		// Provider Secrets are not watched: look again now and then so a
+		// rotated client secret reaches the sidecars.
+		result.RequeueAfter = providerResync
+	}
+	return result, err
 }
+
+// providerResync is how often a protected Ingress is reconciled without a
+// change, to copy rotated provider secrets.
+const providerResync = 5 * time.Minute
 
 // conflicts names the other enabled Ingresses of the namespace that share a
 // backend Service with ing but ask for a different sidecar.
@@ -159,10 +169,18 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 		return false, fmt.Errorf("a Secret named %s exists and is not Gatehouse's; delete or rename it", name)
 	}
 	data := map[string][]byte{SecretKeyPolicy: policyFile(res.Spec.Policy)}
-	if c := existing.Data[SecretKeyCookie]; len(c) >= 32 {
-		data[SecretKeyCookie] = c
-	} else {
+	current := existing.Data[SecretKeyCookie]
+	_, rotate := existing.Annotations[SecretAnnRotate]
+	switch {
+	case len(current) < 32:
 		data[SecretKeyCookie] = newCookieSecret()
+	case rotate:
+		// New secret first, the previous one second: sessions under it keep
+		// working and are re-issued under the new one.
+		previous, _, _ := strings.Cut(string(current), "\n")
+		data[SecretKeyCookie] = append(append(newCookieSecret(), '\n'), previous...)
+	default:
+		data[SecretKeyCookie] = current
 	}
 	for key, ref := range map[string]*secretRef{SecretKeyClientSecret: res.clientSecretRef, SecretKeyRedisPassword: res.redisRef} {
 		if ref == nil {
@@ -183,6 +201,15 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 		WithData(data)
 	if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("apply secret %s: %w", name, err)
+	}
+	if rotate {
+		patched := existing.DeepCopy()
+		delete(patched.Annotations, SecretAnnRotate)
+		if err := r.client.Patch(ctx, patched, client.MergeFrom(&existing)); err != nil {
+			return false, fmt.Errorf("clear %s on %s: %w", SecretAnnRotate, name, err)
+		}
+		r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonProtected, "RotateCookieSecret",
+			"new cookie secret in Secret %s; the previous one stays accepted", name)
 	}
 	return created, nil
 }
