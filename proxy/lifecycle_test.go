@@ -497,3 +497,24 @@ func TestRedisDownGives503(t *testing.T) {
 		t.Errorf("login after recovery went to %q", back)
 	}
 }
+
+// TestClientSecretRotation: a changed --client-secret-file is used for the
+// next code exchange, without a restart.
+func TestClientSecretRotation(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	h := newHarness(t, withIdP(idp))
+	h.waitDiscovered()
+	h.login(newBrowser(t), "/", "ann") // works with the first secret
+	idp.SetClientSecret("rotated-secret")
+	h.write("client-secret", "rotated-secret\n")
+	eventually(t, 10*time.Second, func() string {
+		if !strings.Contains(h.logs.String(), "Client secret reloaded") {
+			return "client secret not reloaded"
+		}
+		return ""
+	})
+	if back := h.login(newBrowser(t), "/after", "ann"); back != "/after" {
+		t.Errorf("login with the rotated secret went to %q", back)
+	}
+}

@@ -160,6 +160,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
+// reloadClientSecret re-reads --client-secret-file after it changed (a
+// rotated provider secret in a mounted Secret), so the next code exchange,
+// refresh or revocation uses the new secret. A bad file is logged and the
+// current secret stays.
+func (s *Server) reloadClientSecret(ctx context.Context) {
+	secret, err := readClientSecret(s.cfg)
+	if err != nil {
+		s.log.ErrorContext(ctx, "Client secret file rejected; keeping the current secret", "file", s.cfg.ClientSecretFile, "error", err)
+		return
+	}
+	s.flow.SetClientSecret(string(secret))
+	s.log.InfoContext(ctx, "Client secret reloaded", "file", s.cfg.ClientSecretFile)
+}
+
 // reloadCookieSecrets re-reads --cookie-secret-file after it changed
 // (mounted Secrets update in place): the first line seals new cookies, the
 // others are still accepted, and sessions under an older line are
@@ -303,6 +317,9 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		go s.watchFile(bg, s.cfg.ConfigFile, s.reloadPolicy)
 	}
 	go s.watchFile(bg, s.cfg.CookieSecretFile, s.reloadCookieSecrets)
+	if f := s.cfg.ClientSecretFile; f != "" && f != PublicClient {
+		go s.watchFile(bg, f, s.reloadClientSecret)
+	}
 	defer func() { _ = s.closeStore() }()
 	if !s.cfg.CookieSecure {
 		s.log.Warn("Cookies are not marked Secure (--cookie-secure=false); use this only for plain-HTTP local development")

@@ -161,6 +161,9 @@ func (p *Provider) SetUserinfoHook(f func(claims map[string]any)) {
 	p.set(func() { p.userinfoHook = f })
 }
 
+// SetClientSecret changes the secret the client must present.
+func (p *Provider) SetClientSecret(secret string) { p.set(func() { p.ClientSecret = secret }) }
+
 // SetAccessTokenTTL sets expires_in of new access tokens.
 func (p *Provider) SetAccessTokenTTL(d time.Duration) { p.set(func() { p.accessTokenTTL = d }) }
 

@@ -109,7 +109,8 @@ func (f *Flow) RevokeTokens(ctx context.Context, s *session.Session) (bool, erro
 		return false, nil
 	}
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
-	if f.cfg.ClientSecret == "" {
+	secret := f.secret()
+	if secret == "" {
 		form.Set("client_id", f.cfg.ClientID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -119,9 +120,9 @@ func (f *Flow) RevokeTokens(ctx context.Context, s *session.Session) (bool, erro
 		return false, fmt.Errorf("revoke token: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if f.cfg.ClientSecret != "" {
+	if secret != "" {
 		// RFC 6749 2.3.1: client_secret_basic with form-encoded credentials.
-		req.SetBasicAuth(url.QueryEscape(f.cfg.ClientID), url.QueryEscape(f.cfg.ClientSecret))
+		req.SetBasicAuth(url.QueryEscape(f.cfg.ClientID), url.QueryEscape(secret))
 	}
 	resp, err := f.cfg.HTTPClient.Do(req)
 	if err != nil {

@@ -64,18 +64,31 @@ type Config struct {
 
 // Flow runs logins. It is safe for concurrent use.
 type Flow struct {
-	cfg      Config
-	provider atomic.Pointer[provider]
-	codecs   atomic.Pointer[[]securecookie.Codec]
-	used     *usedSet
+	cfg          Config
+	provider     atomic.Pointer[provider]
+	codecs       atomic.Pointer[[]securecookie.Codec]
+	clientSecret atomic.Pointer[string]
+	used         *usedSet
 }
 
 // New returns a Flow. It does no I/O; call Run to discover the provider.
 func New(cfg Config) *Flow {
 	f := &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
 	f.SetCodecs(cfg.Codecs)
+	f.SetClientSecret(cfg.ClientSecret)
 	return f
 }
+
+// SetClientSecret replaces the client secret (a rotated secret file). A
+// public client stays public: its empty secret is never replaced.
+func (f *Flow) SetClientSecret(secret string) {
+	if f.cfg.ClientSecret == "" && f.clientSecret.Load() != nil {
+		return
+	}
+	f.clientSecret.Store(&secret)
+}
+
+func (f *Flow) secret() string { return *f.clientSecret.Load() }
 
 // MarkUsed records key until expires in the replica's single-use set; it
 // reports false when key was already used.
@@ -110,7 +123,7 @@ func (f *Flow) Origin(host string) (string, bool) {
 func (f *Flow) oauth2Config(p *provider, redirect *url.URL) *oauth2.Config {
 	return &oauth2.Config{
 		ClientID:     f.cfg.ClientID,
-		ClientSecret: f.cfg.ClientSecret,
+		ClientSecret: f.secret(),
 		Endpoint:     p.endpoint,
 		RedirectURL:  redirect.String(),
 		Scopes:       f.cfg.Scopes,
