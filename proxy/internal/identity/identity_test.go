@@ -3,6 +3,7 @@ package identity_test
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +163,28 @@ func TestAssertionCache(t *testing.T) {
 	if exp.Sub(now) < 4*time.Minute {
 		t.Errorf("re-issued assertion expires in %v", exp.Sub(now))
 	}
+}
+
+// FuzzScrub: after Scrub no header that an app could read as an identity
+// header is left, whatever its spelling, and other headers stay.
+func FuzzScrub(f *testing.F) {
+	for _, s := range []string{"X-Auth-Request-User", "x_auth_request_email", "X-Gatehouse-Identity", "X_Forwarded_Access_Token", "Accept", "X-Auth-Requested"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		h := http.Header{}
+		h[name] = []string{"v"}
+		identity.Scrub(h)
+		_, kept := h[name]
+		n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		reserved := strings.HasPrefix(n, "x-auth-request-") || strings.HasPrefix(n, "x-gatehouse-") ||
+			n == "x-forwarded-access-token" || n == "x-forwarded-user" || n == "x-forwarded-email" ||
+			n == "x-forwarded-groups" || n == "x-forwarded-preferred-username"
+		if reserved && kept {
+			t.Fatalf("reserved header %q survived Scrub", name)
+		}
+		if !reserved && !kept {
+			t.Fatalf("ordinary header %q removed", name)
+		}
+	})
 }
