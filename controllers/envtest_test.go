@@ -160,8 +160,10 @@ func TestAnnotatedIngressProtectsPods(t *testing.T) {
 		g.Expect(s.OwnerReferences[0].Kind).To(gomega.Equal("Ingress"))
 	}).WithTimeout(wait).Should(gomega.Succeed())
 
+	// "other" is behind an Ingress without the annotation.
+	create(t, ingress(ns, "other", nil, []string{"other.example.com"}, "other"))
 	create(t, deployment(ns, "shop", 2, "http"))
-	create(t, deployment(ns, "other", 1, "http")) // not behind the Ingress
+	create(t, deployment(ns, "other", 1, "http"))
 	g.Eventually(func(g gomega.Gomega) {
 		ps := pods(t, g, ns, "shop")
 		g.Expect(ps).To(gomega.HaveLen(2))
@@ -517,5 +519,32 @@ func TestProviderSecretAndRotation(t *testing.T) {
 		g.Expect(lines[1]).To(gomega.Equal(first))
 		g.Expect(lines[0]).NotTo(gomega.Equal(first))
 		g.Expect(s.Annotations).NotTo(gomega.HaveKey(controllers.SecretAnnRotate))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+}
+
+// TestIngressDeletion: deleting the Ingress garbage-collects its Secret
+// through the owner reference, and Pods created afterwards are plain.
+func TestIngressDeletion(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "app", intstr.FromString("http")))
+	ing := ingress(ns, "app", map[string]string{controllers.AnnEnabled: "true"}, []string{"app.example.com"}, "app")
+	create(t, ing)
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	g.Expect(k8s.Delete(t.Context(), ing)).To(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)
+		g.Expect(apierrors.IsNotFound(err)).To(gomega.BeTrue(), "Secret still there: %v", err)
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	create(t, deployment(ns, "app", 1, "http"))
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "app")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
 	}).WithTimeout(wait).Should(gomega.Succeed())
 }
