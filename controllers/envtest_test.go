@@ -467,12 +467,15 @@ func TestConflictingIngresses(t *testing.T) {
 		g.Expect(warnings(t, g, ns, "one")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
 		g.Expect(warnings(t, g, ns, "two")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
 	}).WithTimeout(wait).Should(gomega.Succeed())
+	// Whichever Ingress reconciled first may already have protected the
+	// app (its Secret exists); then new Pods are refused until the
+	// settings agree. Either way no Pod runs one Ingress's sidecar.
 	create(t, deployment(ns, "app", 1, "http"))
-	g.Eventually(func(g gomega.Gomega) {
-		ps := pods(t, g, ns, "app")
-		g.Expect(ps).To(gomega.HaveLen(1))
-		g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
-	}).WithTimeout(wait).Should(gomega.Succeed())
+	g.Consistently(func(g gomega.Gomega) {
+		for _, p := range pods(t, g, ns, "app") {
+			g.Expect(sidecarOf(&p)).To(gomega.BeNil())
+		}
+	}).WithTimeout(3 * time.Second).Should(gomega.Succeed())
 }
 
 // TestProviderSecretAndRotation: a team's own IdP client from a Secret in
@@ -541,10 +544,72 @@ func TestIngressDeletion(t *testing.T) {
 		err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)
 		g.Expect(apierrors.IsNotFound(err)).To(gomega.BeTrue(), "Secret still there: %v", err)
 	}).WithTimeout(wait).Should(gomega.Succeed())
+	// Whichever Ingress reconciled first may already have protected the
+	// app (its Secret exists); then new Pods are refused until the
+	// settings agree. Either way no Pod runs one Ingress's sidecar.
+	create(t, deployment(ns, "app", 1, "http"))
+	g.Consistently(func(g gomega.Gomega) {
+		for _, p := range pods(t, g, ns, "app") {
+			g.Expect(sidecarOf(&p)).To(gomega.BeNil())
+		}
+	}).WithTimeout(3 * time.Second).Should(gomega.Succeed())
+}
+
+// TestTypoKeepsProtection: once an Ingress protects an app, a bad edit of
+// its annotations changes nothing: the Secret stays, running Pods keep the
+// sidecar, and a new Pod is refused rather than started unprotected.
+func TestTypoKeepsProtection(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "app", intstr.FromString("http")))
+	ing := ingress(ns, "app", map[string]string{controllers.AnnEnabled: "true"}, []string{"app.example.com"}, "app")
+	create(t, ing)
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+	}).WithTimeout(wait).Should(gomega.Succeed())
 	create(t, deployment(ns, "app", 1, "http"))
 	g.Eventually(func(g gomega.Gomega) {
 		ps := pods(t, g, ns, "app")
 		g.Expect(ps).To(gomega.HaveLen(1))
-		g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
+		g.Expect(sidecarOf(&ps[0])).NotTo(gomega.BeNil())
 	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	g.Expect(k8s.Get(t.Context(), client.ObjectKeyFromObject(ing), ing)).To(gomega.Succeed())
+	ing.Annotations[controllers.AnnEnabled] = "yes" // not a boolean
+	g.Expect(k8s.Update(t.Context(), ing)).To(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(warnings(t, g, ns, "app")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonInvalidAnnotation + ":")))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns, Labels: map[string]string{"app": "app"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}}
+	g.Eventually(func() bool {
+		err := k8s.Create(t.Context(), bare.DeepCopy())
+		return apierrors.IsForbidden(err) || (err != nil && strings.Contains(err.Error(), "denied"))
+	}).WithTimeout(wait).Should(gomega.BeTrue(), "a new Pod was admitted unprotected")
+	var s corev1.Secret
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+	ps := pods(t, g, ns, "app")
+	g.Expect(ps).To(gomega.HaveLen(1))
+	g.Expect(sidecarOf(&ps[0])).NotTo(gomega.BeNil(), "the running Pod lost its sidecar")
+}
+
+// TestUserSecretLeftAlone: a user's own Secret with the name Gatehouse
+// would use is not taken over.
+func TestUserSecretLeftAlone(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-app", Namespace: ns}, Data: map[string][]byte{"mine": []byte("x")}})
+	create(t, service(ns, "app", intstr.FromString("http")))
+	create(t, ingress(ns, "app", map[string]string{controllers.AnnEnabled: "true"}, []string{"app.example.com"}, "app"))
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(warnings(t, g, ns, "app")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonSecretError + ":")))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	var s corev1.Secret
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
+	if len(s.Data) != 1 || len(s.OwnerReferences) != 0 || len(s.Labels) != 0 {
+		t.Errorf("the user's Secret was changed: %+v", s.ObjectMeta)
+	}
 }

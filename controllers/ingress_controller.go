@@ -54,6 +54,7 @@ const replacementWait = 2 * time.Minute
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -81,11 +82,21 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	for _, p := range res.Problems {
 		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, p.Reason, "Reconcile", "%s", p.Message)
 	}
+	if res.Blocked {
+		// A mistake changes nothing: no Secret is made, none is removed, no
+		// Pod is touched (the webhook refuses new Pods of a protected app
+		// rather than start them unprotected).
+		log.Info("Ingress annotations refused; nothing changed", "reasons", len(res.Problems))
+		return ctrl.Result{}, nil
+	}
 	if !res.Enabled {
 		return r.disable(ctx, &ing)
 	}
-	if res.Blocked {
-		log.Info("Ingress not protected: fix its annotations", "reasons", len(res.Problems))
+	if excluded, err := r.excludedNamespace(ctx, ing.Namespace); err != nil {
+		return ctrl.Result{}, err
+	} else if excluded {
+		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonUnprotectedPods, "Reconcile",
+			"namespace %s is outside the webhook's scope (gatehouse.dev/injection=disabled, kube-system or Gatehouse's own), so its Pods cannot get the sidecar", ing.Namespace)
 		return ctrl.Result{}, nil
 	}
 	if others, err := r.conflicts(ctx, &ing, res); err != nil {
@@ -160,7 +171,10 @@ func (r *IngressReconciler) conflicts(ctx context.Context, ing *networkingv1.Ing
 func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.Ingress, res resolved) (bool, error) {
 	name := secretName(ing.Name)
 	var existing corev1.Secret
-	err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: name}, &existing)
+	// Read from the API server, not the cache: the cache holds only
+	// Gatehouse's labelled Secrets, and a user's Secret of the same name
+	// must be seen (and left alone).
+	err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: name}, &existing)
 	created := apierrors.IsNotFound(err)
 	if err != nil && !created {
 		return false, err
@@ -236,6 +250,19 @@ func newCookieSecret() []byte {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	return []byte(base64.StdEncoding.EncodeToString(b))
+}
+
+// excludedNamespace reports whether the webhook never sees ns, so Pods
+// there cannot be protected (and must not be evicted for it).
+func (r *IngressReconciler) excludedNamespace(ctx context.Context, ns string) (bool, error) {
+	if ns == "kube-system" || ns == r.resolver.namespace {
+		return true, nil
+	}
+	var n corev1.Namespace
+	if err := r.apiReader.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return n.Labels[NamespaceInjectionLabel] == "disabled", nil
 }
 
 // disable handles an Ingress without gatehouse.dev/enabled: "true": its

@@ -71,6 +71,11 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 	}
 	pol, err := parsePolicy(ing.Annotations)
 	res.Enabled = pol.Enabled
+	if _, asked := ing.Annotations[AnnEnabled]; asked && err != nil {
+		// An unreadable "enabled" counts as enabled: a typo must not
+		// switch protection off.
+		res.Enabled = true
+	}
 	if err != nil {
 		return block(ReasonInvalidAnnotation, "%v; nothing was changed", oneLine(err))
 	}

@@ -215,6 +215,13 @@ func inject(pod *corev1.Pod, s sidecarSpec, portName string) bool {
 		for _, probe := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
 			rewriteProbe(probe, portName, appPort)
 		}
+		if c.Lifecycle != nil {
+			for _, h := range []*corev1.LifecycleHandler{c.Lifecycle.PostStart, c.Lifecycle.PreStop} {
+				if h != nil {
+					rewriteProbe(&corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: h.HTTPGet, TCPSocket: h.TCPSocket}}, portName, appPort)
+				}
+			}
+		}
 	}
 	sc := sidecarFor(s, portName, appPort, listen, metrics)
 	pod.Spec.InitContainers = append([]corev1.Container{sc}, pod.Spec.InitContainers...)

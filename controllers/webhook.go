@@ -2,7 +2,10 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+
 	"encoding/json"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net/http"
 	"slices"
 
@@ -50,6 +53,10 @@ func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		p.metrics.webhook(decisionError)
 		return admission.Errored(http.StatusInternalServerError, err)
 	}
+	if d.deny != "" {
+		p.metrics.webhook(d.reason)
+		return admission.Denied(d.deny)
+	}
 	if !d.inject {
 		p.metrics.webhook(d.reason)
 		return admission.Allowed(d.reason)
@@ -80,6 +87,7 @@ const (
 
 type decision struct {
 	inject   bool
+	deny     string // refuse the Pod, with this message
 	reason   string
 	spec     sidecarSpec
 	portName string
@@ -91,7 +99,25 @@ func (p *PodInjector) decide(ctx context.Context, pod *corev1.Pod) (decision, er
 	if err != nil {
 		return decision{}, err
 	}
-	return pick(claims), nil
+	d := pick(claims)
+	if d.reason == decisionBlocked || d.reason == decisionConflict {
+		// Fail closed for an app that is protected now: while its Ingress's
+		// annotations are refused (or conflict), a new Pod would start
+		// without the sidecar, so it is refused until they are fixed. An
+		// Ingress that never got protected (no Secret yet) changes nothing.
+		for _, c := range claims {
+			var s corev1.Secret
+			err := p.resolver.reader.Get(ctx, client.ObjectKey{Namespace: pod.Namespace, Name: secretName(c.ingress)}, &s)
+			if err == nil {
+				d.deny = fmt.Sprintf("Gatehouse protects this Pod through Ingress %s, whose gatehouse.dev annotations are refused or conflict with another Ingress; fix them (see the Ingress's Warning Events) or remove gatehouse.dev/enabled", c.ingress)
+				return d, nil
+			}
+			if !apierrors.IsNotFound(err) {
+				return decision{}, err
+			}
+		}
+	}
+	return d, nil
 }
 
 // claim is an enabled Ingress's claim on a Pod.

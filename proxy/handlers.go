@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -56,15 +57,21 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 		return s.unauthenticated(w, r, "session expired")
 	}
 	if sess, err = s.maybeRefresh(w, r, sess); err != nil {
-		if errors.Is(err, errSessionEnded) {
+		switch {
+		case errors.Is(err, errSessionEnded):
 			_ = s.store.Delete(w, r)
 			return s.unauthenticated(w, r, "refresh refused")
+		case errors.Is(err, session.ErrNotFound):
+			return s.unauthenticated(w, r, "session ended during refresh")
 		}
 		return err
 	}
 	if sess.Stale {
 		// Sealed with the previous cookie secret: re-issue under the new one.
 		if err := s.store.Save(w, r, sess); err != nil {
+			if errors.Is(err, session.ErrNotFound) {
+				return s.unauthenticated(w, r, "session ended")
+			}
 			return err
 		}
 	}
@@ -86,12 +93,12 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 		s.log.DebugContext(r.Context(), "Request allowed", "sub", sess.Identity.Subject, "email", sess.Identity.Email, "method", r.Method, "path", r.URL.Path)
 	}
 	stripCookies(r, s.isOurCookie)
-	identity.SetHeaders(r.Header, sess.Identity, assertion)
-	if s.cfg.PassAccessToken && sess.AccessToken != "" {
-		r.Header.Set("Authorization", "Bearer "+sess.AccessToken)
+	out := &outbound{identity: sess.Identity, assertion: assertion, setCookie: len(w.Header().Values("Set-Cookie")) > 0}
+	if s.cfg.PassAccessToken {
+		out.accessToken = sess.AccessToken
 	}
 	s.metrics.count(resultProxied)
-	s.proxy.ServeHTTP(w, r)
+	s.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), outboundKey{}, out)))
 	s.metrics.duration.Observe(time.Since(start).Seconds())
 	return nil
 }
@@ -191,12 +198,15 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) error {
 		writeUnauthenticated(w)
 		return nil
 	}
+	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
+		return &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
+	}
 	groups := sess.Identity.Groups
 	if groups == nil {
 		groups = []string{}
 	}
 	writeJSON(w, http.StatusOK, userinfoResponse{
-		Subject: sess.Identity.Subject, Email: sess.Identity.Email, EmailVerified: sess.Identity.EmailVerified,
+		Subject: sess.Identity.Subject, Email: sess.Identity.VerifiedEmail(), EmailVerified: sess.Identity.EmailVerified,
 		PreferredUsername: sess.Identity.PreferredUsername, Groups: groups, ExpiresAt: sess.ExpiresAt.Unix(),
 	})
 	return nil

@@ -20,6 +20,7 @@ var errBadRequest = errors.New("bad request")
 // replicas (the Redis store), for logout tokens' jti.
 type usedMarker interface {
 	MarkUsed(ctx context.Context, kind, key string, ttl time.Duration) (bool, error)
+	ForgetUsed(ctx context.Context, kind, key string) error
 }
 
 // sameOrigin reports whether r provably comes from a page of this site: a
@@ -113,6 +114,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) error {
 		writeUnauthenticated(w)
 		return nil
 	}
+	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
+		return &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
+	}
 	origin, ok := s.flow.Origin(r.Host)
 	if !ok {
 		return errCrossSite
@@ -147,14 +151,22 @@ func (s *Server) backchannelLogout(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	// Single use of jti (2.6), on this replica and, with Redis, on all.
-	if !s.flow.MarkUsed("jti:"+lt.TokenID, lt.Expiry) {
+	// Single use of jti (2.6), on this replica and, with Redis, on all. A
+	// replay is refused; the mark is made only once the revocation worked,
+	// so the IdP's retry after a failure is not taken for a replay.
+	used := "jti:" + lt.TokenID
+	if !s.flow.MarkUsed(used, lt.Expiry) {
 		return errReplayedLogoutToken
 	}
-	if m, ok := s.store.(usedMarker); ok {
+	fail := func(err error) error {
+		s.flow.ForgetUsed(used)
+		return err
+	}
+	m, shared := s.store.(usedMarker)
+	if shared {
 		fresh, err := m.MarkUsed(r.Context(), "jti", lt.TokenID, max(time.Until(lt.Expiry), time.Minute))
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		if !fresh {
 			return errReplayedLogoutToken
@@ -162,14 +174,17 @@ func (s *Server) backchannelLogout(w http.ResponseWriter, r *http.Request) error
 	}
 	rv, ok := s.store.(session.Revoker)
 	if !ok {
-		return errors.New("session store cannot revoke sessions")
+		return fail(errors.New("session store cannot revoke sessions"))
 	}
 	sid, sub := lt.SessionID, ""
 	if sid == "" {
 		sub = lt.Subject
 	}
 	if err := rv.Revoke(r.Context(), sid, sub, s.now()); err != nil {
-		return err
+		if shared {
+			_ = m.ForgetUsed(context.WithoutCancel(r.Context()), "jti", lt.TokenID)
+		}
+		return fail(err)
 	}
 	s.metrics.backchannelLogouts.Inc()
 	s.log.InfoContext(r.Context(), "Back-channel logout", "sub", lt.Subject, "bySID", sid != "")

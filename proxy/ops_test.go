@@ -157,7 +157,9 @@ func TestTokenEndpointFailures(t *testing.T) {
 	}{
 		{http.StatusInternalServerError, http.StatusBadGateway},
 		{http.StatusServiceUnavailable, http.StatusBadGateway},
-		{http.StatusBadRequest, http.StatusForbidden},
+		{http.StatusTooManyRequests, http.StatusBadGateway},
+		// A 400 that is not an OAuth refusal (server_error) is a failure.
+		{http.StatusBadRequest, http.StatusBadGateway},
 	} {
 		t.Run(http.StatusText(tc.idpStatus), func(t *testing.T) {
 			t.Parallel()

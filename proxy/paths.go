@@ -39,8 +39,15 @@ func removeDotSegments(p string) string {
 // false for a path that is not absolute.
 func normalizePath(r *http.Request) bool {
 	p := r.URL.Path
-	if p == "" || p[0] != '/' {
+	if p == "" || p[0] != '/' || strings.ContainsRune(p, '\\') {
 		return false
+	}
+	// Servlet containers read "..;x" as ".." (path parameters): a request
+	// with such a segment could pass as public and be resolved upstream.
+	for seg := range strings.SplitSeq(p, "/") {
+		if name, _, params := strings.Cut(seg, ";"); params && (name == "." || name == "..") {
+			return false
+		}
 	}
 	if clean := removeDotSegments(p); clean != p {
 		r.URL.Path = clean

@@ -261,6 +261,24 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			pr.SetURL(upstream)
 			pr.Out.Host = pr.In.Host // the app sees the Host the browser used
 			forwarded(pr)
+			// Identity goes on the outbound request here, after
+			// ReverseProxy removed hop-by-hop headers, so a client's
+			// "Connection: X-Auth-Request-User" cannot strip it.
+			if out, ok := pr.In.Context().Value(outboundKey{}).(*outbound); ok {
+				identity.SetHeaders(pr.Out.Header, out.identity, out.assertion)
+				if out.accessToken != "" {
+					pr.Out.Header.Set("Authorization", "Bearer "+out.accessToken)
+				}
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			// A response that carries a Gatehouse Set-Cookie must never be
+			// stored by a shared cache, whatever the app says.
+			if out, ok := resp.Request.Context().Value(outboundKey{}).(*outbound); ok && out.setCookie {
+				resp.Header.Set("Cache-Control", "private, no-store")
+				resp.Header.Add("Vary", "Cookie")
+			}
+			return nil
 		},
 		Transport:  transport,
 		BufferPool: newBufferPool(),
@@ -397,3 +415,13 @@ func newBufferPool() *bufferPool {
 
 func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
 func (b *bufferPool) Put(v []byte) { b.p.Put(&v) }
+
+// outbound is what the proxy adds to a request it forwards.
+type outbound struct {
+	identity    identity.Identity
+	assertion   string
+	accessToken string
+	setCookie   bool // the response carries a Gatehouse Set-Cookie
+}
+
+type outboundKey struct{}

@@ -63,6 +63,7 @@ type Provider struct {
 	omitUserinfo   bool
 	userinfoHook   func(claims map[string]any)
 	accessTokenTTL time.Duration
+	tokenDelay     func()
 	users          []User
 	codes          map[string]*grant
 	refresh        map[string]*grant
@@ -163,6 +164,10 @@ func (p *Provider) SetUserinfoHook(f func(claims map[string]any)) {
 
 // SetClientSecret changes the secret the client must present.
 func (p *Provider) SetClientSecret(secret string) { p.set(func() { p.ClientSecret = secret }) }
+
+// SetTokenDelay makes every token request call f (outside the lock) before
+// it is answered, so a test can hold a request in flight.
+func (p *Provider) SetTokenDelay(f func()) { p.set(func() { p.tokenDelay = f }) }
 
 // SetAccessTokenTTL sets expires_in of new access tokens.
 func (p *Provider) SetAccessTokenTTL(d time.Duration) { p.set(func() { p.accessTokenTTL = d }) }
@@ -271,8 +276,14 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 	}
 	gt := r.PostForm.Get("grant_type")
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.tokenCalls[gt]++
+	delay := p.tokenDelay
+	p.mu.Unlock()
+	if delay != nil {
+		delay()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.tokenStatus != 0 {
 		oauthError(w, p.tokenStatus, "server_error")
 		return

@@ -123,7 +123,7 @@ func (s *Signer) Sign(id Identity, issuer, audience string, lifetime time.Durati
 		Issuer:    issuer,
 		Audience:  audience,
 		Subject:   id.Subject,
-		Email:     id.Email,
+		Email:     id.VerifiedEmail(),
 		Groups:    groups,
 		IssuedAt:  now.Unix(),
 		NotBefore: now.Unix(),

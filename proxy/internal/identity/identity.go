@@ -86,12 +86,31 @@ func Scrub(h http.Header) {
 // SetHeaders writes the identity headers for id into h, replacing any value.
 // assertion is the signed X-Gatehouse-Identity JWT. Values are cleaned of
 // control characters so that a strange claim cannot break the request.
+//
+// An email whose email_verified claim was false is not sent: an app must
+// not take an address the IdP never checked for the user's. Group names
+// are joined with commas, so a comma (and the percent sign) inside a name
+// is percent-encoded: "users,admins" cannot pose as two groups.
 func SetHeaders(h http.Header, id Identity, assertion string) {
 	h[HeaderUser] = []string{clean(id.Subject)}
-	h[HeaderEmail] = []string{clean(id.Email)}
+	h[HeaderEmail] = []string{clean(id.VerifiedEmail())}
 	h[HeaderPreferredUsername] = []string{clean(id.PreferredUsername)}
-	h[HeaderGroups] = []string{clean(strings.Join(id.Groups, ","))}
+	groups := make([]string, len(id.Groups))
+	for i, g := range id.Groups {
+		groups[i] = groupEscaper.Replace(g)
+	}
+	h[HeaderGroups] = []string{clean(strings.Join(groups, ","))}
 	h[HeaderAssertion] = []string{assertion}
+}
+
+var groupEscaper = strings.NewReplacer("%", "%25", ",", "%2C")
+
+// VerifiedEmail is the email when it may be trusted, else "".
+func (id Identity) VerifiedEmail() string {
+	if !id.EmailVerified {
+		return ""
+	}
+	return id.Email
 }
 
 // clean drops characters that are not allowed in an HTTP header value.

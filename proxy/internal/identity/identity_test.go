@@ -59,18 +59,40 @@ func TestSetHeaders(t *testing.T) {
 	t.Parallel()
 	h := http.Header{}
 	identity.SetHeaders(h, identity.Identity{
-		Subject: "u1", Email: "a@example.com", PreferredUsername: "ann\r\nX-Evil: 1",
-		Groups: []string{"a", "b"},
+		Subject: "u1", Email: "a@example.com", EmailVerified: true, PreferredUsername: "ann\r\nX-Evil: 1",
+		Groups: []string{"a", "b", "users,admins", "50%"},
 	}, "tok")
 	want := http.Header{
 		"X-Auth-Request-User":               {"u1"},
 		"X-Auth-Request-Email":              {"a@example.com"},
 		"X-Auth-Request-Preferred-Username": {"annX-Evil: 1"},
-		"X-Auth-Request-Groups":             {"a,b"},
+		"X-Auth-Request-Groups":             {"a,b,users%2Cadmins,50%25"},
 		"X-Gatehouse-Identity":              {"tok"},
 	}
 	if diff := cmp.Diff(want, h); diff != "" {
 		t.Errorf("headers (-want +got):\n%s", diff)
+	}
+}
+
+func TestUnverifiedEmailNotForwarded(t *testing.T) {
+	t.Parallel()
+	h := http.Header{}
+	id := identity.Identity{Subject: "u1", Email: "ceo@example.com", EmailVerified: false}
+	identity.SetHeaders(h, id, "tok")
+	if got := h.Get("X-Auth-Request-Email"); got != "" {
+		t.Errorf("unverified email forwarded: %q", got)
+	}
+	s, err := identity.NewSigner(time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := s.Sign(id, "https://a", "up", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, _ := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	if strings.Contains(string(jws.UnsafePayloadWithoutVerification()), "ceo@") {
+		t.Error("unverified email in the assertion")
 	}
 }
 
@@ -81,7 +103,7 @@ func TestAssertionVerifiesWithJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := identity.Identity{Subject: "u1", Email: "a@example.com", Groups: []string{"g"}}
+	id := identity.Identity{Subject: "u1", Email: "a@example.com", EmailVerified: true, Groups: []string{"g"}}
 	tok, exp, err := s.Assertion(id, "https://app.example", "http://127.0.0.1:8080")
 	if err != nil {
 		t.Fatal(err)

@@ -241,10 +241,14 @@ func classifyTokenError(doing string, err error) error {
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		if status >= 500 {
-			return fmt.Errorf("%s: %w: HTTP %d", doing, ErrIdPFailed, status)
+		switch re.ErrorCode {
+		case "invalid_grant", "invalid_client", "unauthorized_client", "invalid_request", "unsupported_grant_type":
+			// RFC 6749 5.2: the IdP refuses this grant for good.
+			return fmt.Errorf("%s: %w: %s", doing, ErrLoginRefused, oauthErrorCode(re.ErrorCode))
 		}
-		return fmt.Errorf("%s: %w: %s", doing, ErrLoginRefused, oauthErrorCode(re.ErrorCode))
+		// 5xx, 429, a gateway's error page, temporarily_unavailable: the
+		// IdP failed, and trying again later may work.
+		return fmt.Errorf("%s: %w: HTTP %d %s", doing, ErrIdPFailed, status, oauthErrorCode(re.ErrorCode))
 	}
 	// Network errors, timeouts and anything else that is not an answer.
 	return fmt.Errorf("%s: %w: %w", doing, ErrIdPUnavailable, err)

@@ -94,6 +94,13 @@ func (f *Flow) secret() string { return *f.clientSecret.Load() }
 // reports false when key was already used.
 func (f *Flow) MarkUsed(key string, expires time.Time) bool { return f.used.add(key, expires) }
 
+// ForgetUsed undoes MarkUsed, for an operation that failed after marking.
+func (f *Flow) ForgetUsed(key string) {
+	f.used.mu.Lock()
+	defer f.used.mu.Unlock()
+	delete(f.used.m, key)
+}
+
 // RedirectURL returns the registered callback URL for a request's Host. With
 // one URL it is always that one; with several, the one whose host equals
 // the Host (case-insensitive, port included). It is never derived from the

@@ -215,8 +215,8 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess *session.Sessi
 	if ttl <= 0 {
 		return s.Delete(w, r)
 	}
-	rf, ok := parseRef(sess.Ref)
-	if !ok {
+	rf, existing := parseRef(sess.Ref)
+	if !existing {
 		rf = ref{id: make([]byte, idLen), key: make([]byte, keyLen)}
 		_, _ = rand.Read(rf.id)
 		_, _ = rand.Read(rf.key)
@@ -233,8 +233,17 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess *session.Sessi
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
 	idxTTL := max(ttl, s.opts.MaxLifetime)
+	// An update only overwrites a record that still exists: a logout or
+	// back-channel logout that deleted it meanwhile must not be undone by a
+	// refresh finishing late.
+	var set *redis.StatusCmd
+	var setXX *redis.BoolCmd
 	_, err = s.opts.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Set(ctx, key, sealed, ttl)
+		if existing {
+			setXX = p.SetXX(ctx, key, sealed, ttl)
+			return nil
+		}
+		set = p.Set(ctx, key, sealed, ttl)
 		if sess.SID != "" {
 			ik := s.indexKey("sid", sess.SID)
 			p.SAdd(ctx, ik, key)
@@ -250,6 +259,10 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess *session.Sessi
 	if err != nil {
 		return fmt.Errorf("%w: save session: %w", session.ErrUnavailable, err)
 	}
+	if setXX != nil && !setXX.Val() {
+		return fmt.Errorf("%w: the session was ended while it was being updated", session.ErrNotFound)
+	}
+	_ = set
 	value, err := cookiestore.Seal(s.opts.CookieName, []byte(rf.String()), *s.codecs.Load())
 	if err != nil {
 		return err
@@ -384,6 +397,13 @@ func (s *Store) MarkUsed(ctx context.Context, kind, key string, ttl time.Duratio
 		return false, fmt.Errorf("%w: record %s: %w", session.ErrUnavailable, kind, err)
 	}
 	return ok, nil
+}
+
+// ForgetUsed undoes MarkUsed, for an operation that failed after marking.
+func (s *Store) ForgetUsed(ctx context.Context, kind, key string) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	return s.opts.Client.Del(ctx, s.indexKey(kind, key)).Err()
 }
 
 // Ping checks that Redis answers.

@@ -1,0 +1,130 @@
+package proxy_test
+
+import (
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
+	"github.com/gatehouse-dev/gatehouse/proxy"
+	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
+)
+
+// TestConnectionHeaderCannotDropIdentity: a client listing the identity
+// headers in Connection (hop-by-hop) does not make the app receive a
+// request without them.
+func TestConnectionHeaderCannotDropIdentity(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	e := h.echo(b, "/x", "Connection", "X-Auth-Request-User, X-Auth-Request-Groups, X-Gatehouse-Identity")
+	if e.Header.Get("X-Auth-Request-User") != "ann" || e.Header.Get("X-Gatehouse-Identity") == "" {
+		t.Errorf("identity headers dropped through Connection: %v", e.Header)
+	}
+}
+
+// TestDotSemicolonSegmentsRefused: "..;" and backslashes are refused, so
+// a servlet container upstream cannot resolve a "public" path elsewhere.
+func TestDotSemicolonSegmentsRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public/"} }))
+	for _, p := range []string{"/public/..;/admin", "/public/.;x/admin", "/public/..%3B/admin", "/public/..%5Cadmin", "/public/%5C..%5Cadmin"} {
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/", nil)
+		req.URL.Opaque = p
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: status %d, want 400", p, resp.StatusCode)
+		}
+	}
+	if n := h.up.requests.Load(); n != 0 {
+		t.Errorf("upstream called %d times", n)
+	}
+}
+
+// TestRefreshedCookieNotCacheable: a proxied response that carries the
+// refreshed session cookie is marked private, whatever the app says.
+func TestRefreshedCookieNotCacheable(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	idp.SetAccessTokenTTL(2 * time.Minute)
+	clock := &testClock{}
+	h := newHarness(t, withIdP(idp), withNow(clock.Now), withUpstreamHandler("/cached", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		_, _ = w.Write([]byte("static"))
+	}))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	cookie := sessionCookies(t, b, h.url)
+	plain := raw(t, http.MethodGet, h.url+"/cached", cookie)
+	if plain.Header.Get("Cache-Control") != "public, max-age=86400" {
+		t.Errorf("a response without a Gatehouse cookie lost the app's Cache-Control: %q", plain.Header.Get("Cache-Control"))
+	}
+	clock.Advance(110 * time.Second)
+	resp := raw(t, http.MethodGet, h.url+"/cached", cookie)
+	if len(resp.Header.Values("Set-Cookie")) == 0 {
+		t.Fatal("no refreshed cookie")
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "private, no-store" {
+		t.Errorf("Cache-Control %q on a response that sets the session cookie", cc)
+	}
+}
+
+// TestTokenAndUserinfoFollowPolicy: a user refused by the policy gets no
+// page token and no userinfo either.
+func TestTokenAndUserinfoFollowPolicy(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.AllowedGroups = []string{"admins"} }))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	cookie := sessionCookies(t, b, h.url)
+	for _, p := range []string{"/_gatehouse/token", "/_gatehouse/userinfo"} {
+		resp := raw(t, http.MethodGet, h.url+p, cookie, "Sec-Fetch-Site", "same-origin", "X-Requested-With", "XMLHttpRequest")
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s for a refused user: %d, want 403", p, resp.StatusCode)
+		}
+	}
+}
+
+// TestLogoutDuringRefreshStaysLoggedOut: with Redis, a refresh that
+// finishes after a logout does not bring the session back.
+func TestLogoutDuringRefreshStaysLoggedOut(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	idp := idptest.New(t)
+	idp.SetAccessTokenTTL(2 * time.Minute)
+	clock := &testClock{}
+	release := make(chan struct{})
+	var once sync.Once
+	h := newHarness(t, withIdP(idp), withNow(clock.Now), withConfig(func(c *proxy.Config) { c.SessionStore, c.RedisURL = proxy.StoreRedis, rs.URL() }))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	cookie := sessionCookies(t, b, h.url)
+	idp.SetTokenDelay(func() { once.Do(func() { <-release }) })
+	clock.Advance(110 * time.Second)
+	done := make(chan int, 1)
+	go func() { done <- raw(t, http.MethodGet, h.url+"/x", cookie).StatusCode }()
+	eventually(t, 5*time.Second, func() string {
+		if idp.TokenCalls("refresh_token") == 0 {
+			return "refresh not started"
+		}
+		return ""
+	})
+	if resp := raw(t, http.MethodPost, h.url+"/_gatehouse/logout", cookie, "Origin", h.url); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout: %d", resp.StatusCode)
+	}
+	close(release)
+	<-done
+	if s := raw(t, http.MethodGet, h.url+"/x", cookie).StatusCode; s != http.StatusUnauthorized {
+		t.Errorf("copied cookie after logout during a refresh: %d, want 401", s)
+	}
+}
