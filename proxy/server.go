@@ -104,7 +104,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		u, _ := parseAbsURL(raw)
 		redirects = append(redirects, u)
 	}
-	signer, err := identity.NewSigner(deps.Now)
+	// Replicas share the cookie secret, so they derive the same signing
+	// key from its first line.
+	signer, err := identity.NewSignerFromSecret(secrets[0], deps.Now)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@ package identity
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -55,12 +57,33 @@ type cached struct {
 	expiry time.Time
 }
 
-// NewSigner makes a fresh P-256 key. now is the clock.
+// NewSigner makes a fresh random P-256 key. now is the clock.
 func NewSigner(now func() time.Time) (*Signer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate identity key: %w", err)
 	}
+	return newSigner(key, now)
+}
+
+// NewSignerFromSecret derives the P-256 key from secret with HKDF-SHA256,
+// so every replica that shares the secret (the cookie secret) signs with
+// the same key and publishes the same JWKS: a page token from one pod
+// verifies against jwks.json fetched through any other.
+func NewSignerFromSecret(secret []byte, now func() time.Time) (*Signer, error) {
+	for i := byte(0); i < 8; i++ { // a scalar out of range is astronomically rare
+		d, err := hkdf.Key(sha256.New, secret, []byte{i}, "gatehouse identity key v1", 32)
+		if err != nil {
+			return nil, fmt.Errorf("derive identity key: %w", err)
+		}
+		if key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d); err == nil {
+			return newSigner(key, now)
+		}
+	}
+	return nil, fmt.Errorf("derive identity key: no valid scalar")
+}
+
+func newSigner(key *ecdsa.PrivateKey, now func() time.Time) (*Signer, error) {
 	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
 	thumb, err := pub.Thumbprint(cryptoSHA256)
 	if err != nil {

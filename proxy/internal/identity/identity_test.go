@@ -210,3 +210,34 @@ func FuzzScrub(f *testing.F) {
 		}
 	})
 }
+
+func TestSignerFromSecretIsShared(t *testing.T) {
+	t.Parallel()
+	a, err := identity.NewSignerFromSecret([]byte(strings.Repeat("a", 32)), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := identity.NewSignerFromSecret([]byte(strings.Repeat("a", 32)), time.Now)
+	c, _ := identity.NewSignerFromSecret([]byte(strings.Repeat("c", 32)), time.Now)
+	if string(a.JWKS()) != string(b.JWKS()) {
+		t.Error("two replicas with one secret publish different keys")
+	}
+	if string(a.JWKS()) == string(c.JWKS()) {
+		t.Error("different secrets give the same key")
+	}
+	tok, _, err := a.Sign(identity.Identity{Subject: "u"}, "https://a", "up", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(b.JWKS(), &set); err != nil {
+		t.Fatal(err)
+	}
+	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jws.Verify(set.Keys[0]); err != nil {
+		t.Errorf("a token from one replica does not verify with another's JWKS: %v", err)
+	}
+}
