@@ -190,16 +190,9 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		return errMethod
 	}
-	sess, err := s.store.Load(r)
-	switch {
-	case errors.Is(err, session.ErrUnavailable):
+	sess, err := s.admitted(w, r)
+	if sess == nil {
 		return err
-	case err != nil || sess.Expired(s.now()):
-		writeUnauthenticated(w)
-		return nil
-	}
-	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
-		return &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
 	}
 	groups := sess.Identity.Groups
 	if groups == nil {
@@ -210,6 +203,24 @@ func (s *Server) userinfo(w http.ResponseWriter, r *http.Request) error {
 		PreferredUsername: sess.Identity.PreferredUsername, Groups: groups, ExpiresAt: sess.ExpiresAt.Unix(),
 	})
 	return nil
+}
+
+// admitted loads the session of a request to one of the proxy's own
+// endpoints and applies the access policy. A nil session means the answer
+// is done: 401 written (no session), or the returned error (403, 503).
+func (s *Server) admitted(w http.ResponseWriter, r *http.Request) (*session.Session, error) {
+	sess, err := s.store.Load(r)
+	switch {
+	case errors.Is(err, session.ErrUnavailable):
+		return nil, err
+	case err != nil || sess.Expired(s.now()):
+		writeUnauthenticated(w)
+		return nil, nil
+	}
+	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
+		return nil, &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
+	}
+	return sess, nil
 }
 
 // isOurCookie reports whether a cookie belongs to Gatehouse (the session,

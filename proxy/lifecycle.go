@@ -106,16 +106,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) error {
 	if r.Header.Get("X-Requested-With") != "XMLHttpRequest" || !s.sameOrigin(r) {
 		return errCrossSite
 	}
-	sess, err := s.store.Load(r)
-	switch {
-	case errors.Is(err, session.ErrUnavailable):
+	sess, err := s.admitted(w, r)
+	if sess == nil {
 		return err
-	case err != nil || sess.Expired(s.now()):
-		writeUnauthenticated(w)
-		return nil
-	}
-	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
-		return &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
 	}
 	origin, ok := s.flow.Origin(r.Host)
 	if !ok {

@@ -188,7 +188,17 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	sess, err := s.get(r.Context(), rf)
+	if err != nil {
+		return nil, err
+	}
+	sess.Stale = stale
+	return sess, nil
+}
+
+// get reads and decodes the record of rf: one Redis round trip.
+func (s *Store) get(ctx context.Context, rf ref) (*session.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	key := s.recordKey(rf)
 	sealed, err := s.opts.Client.Get(ctx, key).Bytes()
@@ -203,7 +213,6 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 		return nil, err
 	}
 	sess.Ref = rf.String()
-	sess.Stale = stale
 	return sess, nil
 }
 
@@ -336,26 +345,7 @@ func (s *Store) Reload(ctx context.Context, sess *session.Session) (*session.Ses
 	if !ok {
 		return nil, session.ErrNotFound
 	}
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
-	defer cancel()
-	key := s.recordKey(rf)
-	sealed, err := s.opts.Client.Get(ctx, key).Bytes()
-	if errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: no record", session.ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: load session: %w", session.ErrUnavailable, err)
-	}
-	data, err := openRecord(rf, key, sealed)
-	if err != nil {
-		return nil, err
-	}
-	fresh, err := session.Unmarshal(data)
-	if err != nil {
-		return nil, err
-	}
-	fresh.Ref = sess.Ref
-	return fresh, nil
+	return s.get(ctx, rf)
 }
 
 // Lock takes a short cross-replica lock on the session (for refresh). It
