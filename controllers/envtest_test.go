@@ -258,6 +258,7 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 	stop := make(chan struct{})
 	defer close(stop)
 	var maxMissing atomic.Int32
+	var measuring atomic.Bool // set once the Ingress exists
 	go func() {
 		for {
 			select {
@@ -265,6 +266,7 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
+			measure := measuring.Load() // decided before the List it applies to
 			var list corev1.PodList
 			if err := k8s.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
 				continue
@@ -281,7 +283,7 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 				}
 				_ = markReady(t, p)
 			}
-			if missing := int32(3 - ready); missing > maxMissing.Load() {
+			if missing := int32(3 - ready); measure && missing > maxMissing.Load() {
 				maxMissing.Store(missing)
 			}
 		}
@@ -293,10 +295,10 @@ func TestExistingPodsReplacedAndRemoval(t *testing.T) {
 			g.Expect(podReady(&p)).To(gomega.BeTrue())
 		}
 	}).WithTimeout(wait).Should(gomega.Succeed())
-	maxMissing.Store(0)
 	before := snapshot(t, ns)
 
 	ing := ingress(ns, "web", map[string]string{controllers.AnnEnabled: "true"}, []string{"web.example.com"}, "web")
+	measuring.Store(true)
 	create(t, ing)
 	g.Eventually(func(g gomega.Gomega) {
 		ps := pods(t, g, ns, "web")
