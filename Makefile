@@ -13,6 +13,8 @@ IDP_DEPS := hack/idp/node_modules/.package-lock.json
 TOOLS := $(CURDIR)/bin/tools
 CONTROLLER_GEN_VERSION := v0.23.0
 CONTROLLER_GEN := $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION)
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 .PHONY: help
 help: ## Show this help
@@ -69,6 +71,15 @@ bench: build ## Measure the proxy against a plain reverse proxy (needs wrk)
 bench-controller: envtest ## Scale test: 1,000 annotated Ingresses on the test API server
 	GATEHOUSE_SCALE=1000 GATEHOUSE_SCALE_REPORT=$(CURDIR)/bin/bench-controller.md \
 	  go test ./controllers -run '^TestScale$$' -bench WebhookDecision -benchmem -count=1 -v -timeout 15m
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint (.golangci.yml)
+	$(GOLANGCI_LINT) run ./...
+
+$(GOLANGCI_LINT):
+	mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) go install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(TOOLS)/golangci-lint $@
 
 .PHONY: vet
 vet: ## go vet and gofmt

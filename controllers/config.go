@@ -18,7 +18,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -236,6 +235,3 @@ func (fc *FileConfig) Provider(name string) (*Provider, bool) {
 func (p *Provider) Allows(ns string) bool {
 	return len(p.AllowedNamespaces) == 0 || slices.Contains(p.AllowedNamespaces, "*") || slices.Contains(p.AllowedNamespaces, ns)
 }
-
-// scopes is the provider's scopes as --scopes wants them.
-func (p *Provider) scopes() string { return strings.Join(p.Scopes, " ") }

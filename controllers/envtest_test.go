@@ -203,7 +203,7 @@ func TestMistakesChangeNothing(t *testing.T) {
 		reason string
 	}{
 		{"bad annotation", map[string]string{controllers.AnnEnabled: "true", controllers.AnnAllowedEmails: "not-an-email"}, intstr.FromString("http"), []string{"a.example.com"}, controllers.ReasonInvalidAnnotation},
-		{"typo in a key", map[string]string{controllers.AnnEnabled: "true", "gatehouse.dev/alowed-groups": "x"}, intstr.FromString("http"), []string{"a.example.com"}, controllers.ReasonInvalidAnnotation},
+		{"typo in a key", map[string]string{controllers.AnnEnabled: "true", "gatehouse.dev/allowed-group": "x"}, intstr.FromString("http"), []string{"a.example.com"}, controllers.ReasonInvalidAnnotation},
 		{"unknown provider", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "nope"}, intstr.FromString("http"), []string{"a.example.com"}, controllers.ReasonUnknownProvider},
 		{"provider not allowed here", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "restricted"}, intstr.FromString("http"), []string{"a.example.com"}, controllers.ReasonUnknownProvider},
 		{"numeric targetPort", map[string]string{controllers.AnnEnabled: "true"}, intstr.FromInt32(8080), []string{"a.example.com"}, controllers.ReasonNumericTargetPort},

@@ -235,7 +235,7 @@ func (r *IngressReconciler) readSecretKey(ctx context.Context, ref secretRef) ([
 	}
 	v, ok := s.Data[ref.Key]
 	if !ok || len(v) == 0 {
-		return nil, fmt.Errorf("Secret %s/%s has no key %q", ref.Namespace, ref.Name, ref.Key)
+		return nil, fmt.Errorf("secret %s/%s has no key %q", ref.Namespace, ref.Name, ref.Key)
 	}
 	return v, nil
 }
@@ -362,7 +362,7 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.In
 	last, evicted := r.evictions[key]
 	r.mu.Unlock()
 	if evicted && time.Since(last) < replacementWait && !slices.ContainsFunc(set, func(p corev1.Pod) bool {
-		return p.CreationTimestamp.Time.After(last.Add(-time.Second))
+		return p.CreationTimestamp.After(last.Add(-time.Second))
 	}) {
 		return ctrl.Result{RequeueAfter: rolloutWait}, nil // the replacement is not there yet
 	}
@@ -379,7 +379,7 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.In
 		// A PodDisruptionBudget says not now.
 		return ctrl.Result{RequeueAfter: rolloutWait}, nil
 	case apierrors.IsNotFound(err):
-		return ctrl.Result{Requeue: true}, nil
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	case err != nil:
 		return ctrl.Result{}, fmt.Errorf("evict pod %s: %w", victim.Name, err)
 	}

@@ -5,9 +5,10 @@ import (
 	"fmt"
 
 	"encoding/json"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"net/http"
 	"slices"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"

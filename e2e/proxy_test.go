@@ -89,7 +89,7 @@ func TestLoginThroughRealIdP(t *testing.T) {
 		t.Fatal(err)
 	}
 	jwksResp.Body.Close()
-	jws, err := jose.ParseSigned(echo.Header.Get("X-Gatehouse-Identity"), []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(echo.Header.Get("X-Gatehouse-Identity"), []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ func classify(err error) classified {
 
 // requestID makes an identifier that ties an error page to its log line.
 // It is not a secret.
-func requestID() string { return fmt.Sprintf("%016x", mrand.Uint64()) }
+func requestID() string { return fmt.Sprintf("%016x", mrand.Uint64()) } //nolint:gosec // an identifier for logs, not a secret
 
 // writeError is the one place an error becomes a response: it picks the
 // status and the body (HTML for navigations, JSON otherwise) and logs once.

@@ -180,7 +180,7 @@ func (s *Server) backchannelLogout(w http.ResponseWriter, r *http.Request) error
 		return fail(err)
 	}
 	s.metrics.backchannelLogouts.Inc()
-	s.log.InfoContext(r.Context(), "Back-channel logout", "sub", lt.Subject, "bySID", sid != "")
+	s.log.InfoContext(r.Context(), "Back-channel logout", "sub", lt.Subject, "bySid", sid != "")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	return nil

@@ -237,7 +237,7 @@ func TestRefreshAcrossReplicas(t *testing.T) {
 
 // loginVia logs in through h (whose redirect URL host is app.example, so
 // requests send that Host) and returns the session Cookie header.
-func loginVia(t *testing.T, h *harness, idp *idptest.Provider, user string) string {
+func loginVia(t *testing.T, h *harness, _ *idptest.Provider, user string) string {
 	t.Helper()
 	start := raw(t, http.MethodGet, h.url+"/", "", "Accept", "text/html", "Host", "app.example")
 	auth := location(t, start)

@@ -757,7 +757,7 @@ func TestArgsRoundTrip(t *testing.T) {
 		name   string
 		change func(c *proxy.Config)
 	}{
-		{"required only", func(c *proxy.Config) {}},
+		{"required only", func(*proxy.Config) {}},
 		{"repeatable flags", func(c *proxy.Config) {
 			c.RedirectURLs = []string{"https://a.example.com/_gatehouse/callback", "https://b.example.com/_gatehouse/callback"}
 			c.SkipAuthPaths = []string{"^/healthz$", "^/x{1,3}$", "^/a=b$"}

@@ -84,7 +84,7 @@ func verifyAssertion(t *testing.T, h *harness, token string) identity.Claims {
 	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(token, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("assertion is not an ES256 JWS: %v", err)
 	}

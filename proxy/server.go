@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gorilla/securecookie"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gorilla/securecookie"
 
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/authz"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
@@ -317,7 +318,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	mln, err := lc.Listen(ctx, "tcp", s.cfg.MetricsAddress)
 	if err != nil {
-		ln.Close()
+		_ = ln.Close()
 		return fmt.Errorf("--metrics-address: %w", err)
 	}
 	return s.Serve(ctx, ln, mln)

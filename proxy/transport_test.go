@@ -201,7 +201,7 @@ func TestGracefulShutdown(t *testing.T) {
 	started := make(chan struct{})
 	finish := make(chan struct{})
 	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/slow$"} }),
-		withUpstreamHandler("/slow", func(w http.ResponseWriter, r *http.Request) {
+		withUpstreamHandler("/slow", func(w http.ResponseWriter, _ *http.Request) {
 			close(started)
 			<-finish
 			fmt.Fprint(w, "done")

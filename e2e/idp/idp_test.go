@@ -331,7 +331,7 @@ func TestAuthorizationCodeFlow(t *testing.T) {
 // waitLog waits for the IdP to log line (its stderr arrives asynchronously).
 func waitLog(t *testing.T, p *idp.IdP, line string) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) { //nolint:forbidigo // polling a real process
 		if slices.Contains(p.LogLines(), line) {
 			return
 		}

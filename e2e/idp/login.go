@@ -129,7 +129,7 @@ func findForm(resp *http.Response, match func(*form) bool) (*form, error) {
 		return nil, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxPage))
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if err != nil {
 		return nil, fmt.Errorf("idp: reading %s: %w", resp.Request.URL, err)
 	}
@@ -153,7 +153,7 @@ func findForm(resp *http.Response, match func(*form) bool) (*form, error) {
 			}
 		}
 		if match(f) {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			return f, nil
 		}
 	}

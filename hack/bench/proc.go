@@ -67,7 +67,7 @@ func (p *proc) exited() (bool, error) {
 // its output.
 func (p *proc) failure(err error) error {
 	if gone, werr := p.exited(); gone {
-		err = fmt.Errorf("%w (%s exited: %v)", err, p.name, werr)
+		err = fmt.Errorf("%w (%s exited: %w)", err, p.name, werr)
 	}
 	if out := strings.TrimSpace(p.logs.String()); out != "" {
 		err = fmt.Errorf("%w; %s output:\n%s", err, p.name, out)

@@ -137,7 +137,7 @@ func freeAddr(t testing.TB) string {
 			t.Fatal(err)
 		}
 		addr := ln.Addr().String()
-		ln.Close()
+		_ = ln.Close()
 		// Cluster bus ports are port+10000; keep them in range.
 		if p, _ := strconv.Atoi(port(addr)); p+10000 < 65536 {
 			return addr
@@ -157,7 +157,7 @@ func waitPing(t testing.TB, addr string) {
 			fmt.Fprint(conn, "PING\r\n")
 			_ = conn.SetReadDeadline(time.Now().Add(time.Second))
 			line, _ := bufio.NewReader(conn).ReadString('\n')
-			conn.Close()
+			_ = conn.Close()
 			if strings.HasPrefix(line, "+PONG") {
 				return
 			}

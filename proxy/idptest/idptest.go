@@ -60,7 +60,6 @@ type Provider struct {
 	tokenStatus    int // non-zero: the token endpoint answers this status
 	refuseRefresh  bool
 	down           bool
-	omitUserinfo   bool
 	userinfoHook   func(claims map[string]any)
 	accessTokenTTL time.Duration
 	tokenDelay     func()
@@ -120,7 +119,7 @@ func New(t TB) *Provider {
 	mux.HandleFunc("/token", p.token)
 	mux.HandleFunc("/userinfo", p.userinfo)
 	mux.HandleFunc("/revoke", p.revoke)
-	mux.HandleFunc("/logout", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("/logout", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	p.srv = httptest.NewServer(p.gate(mux))
 	t.Cleanup(p.srv.Close)
 	p.URL = p.srv.URL

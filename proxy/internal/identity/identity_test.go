@@ -90,7 +90,7 @@ func TestUnverifiedEmailNotForwarded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jws, _ := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, _ := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if strings.Contains(string(jws.UnsafePayloadWithoutVerification()), "ceo@") {
 		t.Error("unverified email in the assertion")
 	}
@@ -118,7 +118,7 @@ func TestAssertionVerifiesWithJWKS(t *testing.T) {
 	if len(set.Keys) != 1 || set.Keys[0].IsPublic() != true || set.Keys[0].Algorithm != "ES256" {
 		t.Fatalf("jwks = %s", s.JWKS())
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestSignerFromSecretIsShared(t *testing.T) {
 	if err := json.Unmarshal(b.JWKS(), &set); err != nil {
 		t.Fatal(err)
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.ES256})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatal(err)
 	}

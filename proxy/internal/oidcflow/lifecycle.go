@@ -158,7 +158,7 @@ func (f *Flow) EndSessionURL(idTokenHint, postLogout string) (string, bool) {
 	return u.String(), true
 }
 
-// ErrLogoutToken: a back-channel logout token failed verification.
+// ErrLogoutToken means a back-channel logout token failed verification.
 var ErrLogoutToken = errors.New("invalid logout token")
 
 // VerifyLogout verifies an OIDC Back-Channel Logout token with go-oidc

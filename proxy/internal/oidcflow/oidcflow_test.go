@@ -102,7 +102,7 @@ func TestLoginWindow(t *testing.T) {
 			clk.advance(tc.wait)
 			// The IdP's tokens are minted on its own (real) clock.
 			_, rd, err := f.Callback(httptest.NewRecorder(), cb)
-			if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
+			if !errors.Is(err, tc.wantErr) && (tc.wantErr != nil || err != nil) {
 				t.Fatalf("Callback after %v: %v, want %v", tc.wait, err, tc.wantErr)
 			}
 			if rd != "/x" {

@@ -26,8 +26,8 @@ type provider struct {
 
 // discovery retry bounds.
 const (
-	retryMin = 500 * time.Millisecond
-	retryMax = 30 * time.Second
+	retryFloor   = 500 * time.Millisecond
+	retryCeiling = 30 * time.Second
 )
 
 // Run discovers the provider in the background, retrying with capped
@@ -35,7 +35,7 @@ const (
 // existing sessions the whole time (DESIGN.md behaviour 11); only new logins
 // wait for discovery.
 func (f *Flow) Run(ctx context.Context) {
-	delay := retryMin
+	delay := retryFloor
 	for {
 		p, err := f.discover(ctx)
 		if err == nil {
@@ -49,7 +49,7 @@ func (f *Flow) Run(ctx context.Context) {
 			return
 		case <-time.After(delay):
 		}
-		delay = min(delay*2, retryMax)
+		delay = min(delay*2, retryCeiling)
 	}
 }
 

@@ -29,13 +29,13 @@ type key struct {
 	v   string
 }
 
-// NewRevocations returns an empty list holding at most max entries (0 means
+// NewRevocations returns an empty list holding at most limit entries (0 means
 // DefaultMaxRevocations).
-func NewRevocations(now func() time.Time, max int) *Revocations {
-	if max <= 0 {
-		max = DefaultMaxRevocations
+func NewRevocations(now func() time.Time, limit int) *Revocations {
+	if limit <= 0 {
+		limit = DefaultMaxRevocations
 	}
-	return &Revocations{now: now, max: max, bySID: map[string]time.Time{}, bySub: map[string]time.Time{}}
+	return &Revocations{now: now, max: limit, bySID: map[string]time.Time{}, bySub: map[string]time.Time{}}
 }
 
 // Add records that sessions of sid and/or sub created up to at are over.

@@ -285,7 +285,7 @@ func testConcurrent(t *testing.T, newStore NewStore) {
 		wg.Go(func() {
 			got, err := st.Load(r)
 			if err != nil {
-				errs2 := fmt.Errorf("Load %d: %w", i, err)
+				errs2 := fmt.Errorf("load %d: %w", i, err)
 				t.Error(errs2)
 				return
 			}
