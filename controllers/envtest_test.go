@@ -1,6 +1,7 @@
 package controllers_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -614,4 +615,45 @@ func TestUserSecretLeftAlone(t *testing.T) {
 	if len(s.Data) != 1 || len(s.OwnerReferences) != 0 || len(s.Labels) != 0 {
 		t.Errorf("the user's Secret was changed: %+v", s.ObjectMeta)
 	}
+}
+
+// TestDaemonSetPods: DaemonSet Pods (created by the DaemonSet controller
+// for a Node) get the sidecar like any other.
+func TestDaemonSetPods(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-" + ns, Labels: map[string]string{"test-node": ns}}}
+	create(t, node)
+	t.Cleanup(func() { _ = k8s.Delete(context.WithoutCancel(t.Context()), node) })
+	// The API server taints a new Node not-ready; no kubelet will clear it.
+	if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(node), node); err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Taints = nil
+	if err := k8s.Update(t.Context(), node); err != nil {
+		t.Fatal(err)
+	}
+	create(t, service(ns, "agent", intstr.FromString("http")))
+	create(t, ingress(ns, "agent", map[string]string{controllers.AnnEnabled: "true"}, []string{"agent.example.com"}, "agent"))
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		var s corev1.Secret
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-agent"}, &s)).To(gomega.Succeed())
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	labels := map[string]string{"app": "agent"}
+	create(t, &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: ns},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+				NodeSelector: map[string]string{"test-node": ns},
+				Containers:   []corev1.Container{appContainer("http")},
+			}},
+		},
+	})
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "agent")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		g.Expect(sidecarOf(&ps[0])).NotTo(gomega.BeNil())
+	}).WithTimeout(wait).Should(gomega.Succeed())
 }

@@ -209,7 +209,7 @@ func startControllerManager() (func(), error) {
 	}
 	cmd := exec.Command(filepath.Join(testEnv.BinaryAssetsDirectory, "kube-controller-manager"),
 		"--kubeconfig="+path,
-		"--controllers=deployment-controller,replicaset-controller,statefulset-controller,garbage-collector-controller,namespace-controller,disruption-controller",
+		"--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,garbage-collector-controller,namespace-controller,disruption-controller",
 		"--use-service-account-credentials=false",
 		"--leader-elect=false",
 		"--secure-port=0",
