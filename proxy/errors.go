@@ -22,6 +22,9 @@ var errNotFound = errors.New("no such endpoint")
 // errMethod is a method an endpoint does not take.
 var errMethod = errors.New("method not allowed")
 
+// errUpstream: the app did not answer. 502.
+var errUpstream = errors.New("upstream request failed")
+
 // errBadPath is a request path that is not absolute.
 var errBadPath = errors.New("request path is not absolute")
 
@@ -78,6 +81,9 @@ func classify(err error) classified {
 			"This action must come from a page of this site. Go back to the app and use its own button.", false}
 	case errors.Is(err, oidcflow.ErrLogoutToken), errors.Is(err, errReplayedLogoutToken), errors.Is(err, errBadRequest):
 		return classified{http.StatusBadRequest, "invalid_request", "Bad request", "The request is not valid.", false}
+	case errors.Is(err, errUpstream):
+		return classified{http.StatusBadGateway, "upstream_unavailable", "The app is not answering",
+			"The app behind this page did not answer. Try again in a moment.", false}
 	case errors.Is(err, errNotFound):
 		return classified{http.StatusNotFound, "not_found", "Not found", "There is nothing here.", false}
 	case errors.Is(err, errMethod):

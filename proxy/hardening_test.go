@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,5 +127,38 @@ func TestLogoutDuringRefreshStaysLoggedOut(t *testing.T) {
 	<-done
 	if s := raw(t, http.MethodGet, h.url+"/x", cookie).StatusCode; s != http.StatusUnauthorized {
 		t.Errorf("copied cookie after logout during a refresh: %d, want 401", s)
+	}
+}
+
+// TestUpstreamDown: an app that does not answer gives 502 (JSON for API
+// calls, a page for navigations), never a 500.
+func TestUpstreamDown(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public"} }))
+	h.up.Close()
+	api := raw(t, http.MethodGet, h.url+"/public", "")
+	if body := readBody(t, api); api.StatusCode != http.StatusBadGateway || !strings.Contains(body, "upstream_unavailable") {
+		t.Errorf("API call with the app down: %d %s", api.StatusCode, body)
+	}
+	nav := raw(t, http.MethodGet, h.url+"/public", "", "Accept", "text/html")
+	if body := readBody(t, nav); nav.StatusCode != http.StatusBadGateway || !strings.Contains(body, "not answering") {
+		t.Errorf("navigation with the app down: %d %.200s", nav.StatusCode, body)
+	}
+}
+
+// TestPublicClient: --client-secret-file=none logs in with PKCE alone,
+// sending the client id in the form.
+func TestPublicClient(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	idp.SetClientSecret("")
+	h := newHarness(t, withIdP(idp), withConfig(func(c *proxy.Config) { c.ClientSecretFile = proxy.PublicClient }))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	if back := h.login(b, "/page", "ann"); back != "/page" {
+		t.Fatalf("public client login went to %q", back)
+	}
+	if e := h.echo(b, "/page"); e.Header.Get("X-Auth-Request-User") != "ann" {
+		t.Errorf("upstream saw %v", e.Header)
 	}
 }

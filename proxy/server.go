@@ -291,13 +291,7 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
 			}
-			s.log.WarnContext(r.Context(), "Upstream request failed", "upstream", s.cfg.Upstream, "path", r.URL.Path, "error", err)
-			if isNavigation(r) {
-				writePage(w, page{Status: http.StatusBadGateway, Title: "The app is not answering",
-					Message: "You are signed in, but the app behind this page did not answer. Try again in a moment.", RequestID: requestID()})
-				return
-			}
-			writeJSON(w, http.StatusBadGateway, map[string]string{"error": "upstream_unavailable"})
+			s.writeError(w, r, fmt.Errorf("%w %s: %w", errUpstream, s.cfg.Upstream, err))
 		},
 	}
 }

@@ -69,11 +69,15 @@ type Flow struct {
 	codecs       atomic.Pointer[[]securecookie.Codec]
 	clientSecret atomic.Pointer[string]
 	used         *usedSet
+	origins      []string // scheme://host of each RedirectURLs entry
 }
 
 // New returns a Flow. It does no I/O; call Run to discover the provider.
 func New(cfg Config) *Flow {
 	f := &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
+	for _, u := range cfg.RedirectURLs {
+		f.origins = append(f.origins, u.Scheme+"://"+u.Host)
+	}
 	f.SetCodecs(cfg.Codecs)
 	f.SetClientSecret(cfg.ClientSecret)
 	return f
@@ -106,25 +110,34 @@ func (f *Flow) ForgetUsed(key string) {
 // the Host (case-insensitive, port included). It is never derived from the
 // request.
 func (f *Flow) RedirectURL(host string) (*url.URL, bool) {
-	if len(f.cfg.RedirectURLs) == 1 {
-		return f.cfg.RedirectURLs[0], true
+	i, ok := f.redirectIndex(host)
+	if !ok {
+		return nil, false
 	}
-	for _, u := range f.cfg.RedirectURLs {
+	return f.cfg.RedirectURLs[i], true
+}
+
+func (f *Flow) redirectIndex(host string) (int, bool) {
+	if len(f.cfg.RedirectURLs) == 1 {
+		return 0, true
+	}
+	for i, u := range f.cfg.RedirectURLs {
 		if strings.EqualFold(u.Host, host) {
-			return u, true
+			return i, true
 		}
 	}
-	return nil, false
+	return 0, false
 }
 
 // Origin returns the external origin (scheme://host) used for a request's
-// Host, for the iss of identity assertions.
+// Host, for the iss of identity assertions. It is computed once per
+// redirect URL, since every proxied request asks.
 func (f *Flow) Origin(host string) (string, bool) {
-	u, ok := f.RedirectURL(host)
+	i, ok := f.redirectIndex(host)
 	if !ok {
 		return "", false
 	}
-	return u.Scheme + "://" + u.Host, true
+	return f.origins[i], true
 }
 
 func (f *Flow) oauth2Config(p *provider, redirect *url.URL) *oauth2.Config {
