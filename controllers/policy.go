@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/proxy"
 )
 
 // errInvalidAnnotation marks a bad annotation value; the reconciler turns
@@ -69,25 +71,13 @@ func parsePolicy(ann map[string]string) (Policy, error) {
 			p.AllowedGroups = splitComma(v)
 		case AnnAllowedEmails:
 			p.AllowedEmails = splitComma(v)
-			for _, e := range p.AllowedEmails {
-				if at := strings.LastIndexByte(e, '@'); at <= 0 || at == len(e)-1 {
-					bad(key, "%q is not an email address", e)
-				}
-			}
+			checkPolicy(key, proxy.Config{AllowedEmails: p.AllowedEmails}, bad)
 		case AnnAllowedEmailDomains:
 			p.AllowedEmailDomains = splitComma(v)
-			for _, d := range p.AllowedEmailDomains {
-				if strings.ContainsAny(d, "@/ ") || strings.HasPrefix(d, ".") {
-					bad(key, "%q is not a domain (write example.com)", d)
-				}
-			}
+			checkPolicy(key, proxy.Config{AllowedEmailDomains: p.AllowedEmailDomains}, bad)
 		case AnnSkipAuthPaths:
 			p.SkipAuthPaths = splitPatterns(v)
-			for _, re := range p.SkipAuthPaths {
-				if _, err := regexp.Compile(re); err != nil {
-					bad(key, "%q is not a regular expression: %v", re, err)
-				}
-			}
+			checkPolicy(key, proxy.Config{SkipAuthPaths: p.SkipAuthPaths}, bad)
 		case AnnSessionStore:
 			switch v {
 			case "cookie", "redis":
@@ -118,6 +108,13 @@ func parsePolicy(ann map[string]string) (Policy, error) {
 		}
 	}
 	return p, errors.Join(errs...)
+}
+
+// checkPolicy validates one policy annotation with the proxy's own rules.
+func checkPolicy(key string, c proxy.Config, bad func(key, format string, args ...any)) {
+	if err := c.ValidatePolicy(); err != nil {
+		bad(key, "%s", oneLine(err))
+	}
 }
 
 // splitComma splits a comma-separated list, trimming spaces.

@@ -126,6 +126,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // policyKeys are the flags a --config file may change at run time.
 var policyKeys = []string{"allowed-emails", "allowed-email-domains", "allowed-groups", "skip-auth-path"}
 
+// ValidatePolicy checks the access policy settings alone (allowed-*,
+// skip-auth-path) with the rules the proxy applies; each error starts with
+// the setting's name. The controller checks annotations with it, so the
+// two can never disagree on what is valid.
+func (c Config) ValidatePolicy() error {
+	_, err := authz.New(c.PolicySpec())
+	return err
+}
+
 // EffectiveCookieName is --cookie-name, or its default for --cookie-secure.
 func (c Config) EffectiveCookieName() string {
 	switch {
@@ -259,7 +268,7 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.GroupsClaim) == "" {
 		add("groups-claim", "must not be empty")
 	}
-	if _, err := authz.New(c.PolicySpec()); err != nil {
+	if err := c.ValidatePolicy(); err != nil {
 		for _, e := range unjoin(err) {
 			errs = append(errs, fmt.Errorf("--%w", e))
 		}
