@@ -29,23 +29,12 @@ func TestSessionLifecycleWithRealIdP(t *testing.T) {
 		BackchannelLogoutURI:   base + "/_gatehouse/backchannel-logout",
 		AccessTokenTTL:         4 * time.Second,
 	})
-	startGatehouse(t, "proxy",
-		"--listen-address="+addr,
-		"--metrics-address="+metrics,
-		"--upstream="+up.URL,
-		"--issuer-url="+provider.Issuer,
-		"--client-id="+provider.ClientID,
-		"--client-secret-file="+writeFile(t, "client-secret", provider.ClientSecret),
-		"--redirect-url="+base+"/_gatehouse/callback",
-		"--cookie-secret-file="+writeFile(t, "cookie-secret", strings.Repeat("lifecycle-secret-", 3)),
-		"--cookie-secure=false",
-		"--scopes=openid email profile groups",
+	startProxy(t, provider, up.URL, addr, metrics,
 		"--session-store=redis",
 		"--redis-url="+rs.URL(),
 		"--pass-access-token",
 		"--logout-redirect=idp",
 	)
-	waitReady(t, metrics)
 
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 20 * time.Second}

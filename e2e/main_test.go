@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/e2e/idp"
 )
 
 // binary is the gatehouse binary built once for the package.
@@ -115,6 +117,29 @@ func startGatehouse(t *testing.T, args ...string) *proc {
 			t.Logf("gatehouse logs:\n%s", p.Logs())
 		}
 	})
+	return p
+}
+
+// startProxy runs `gatehouse proxy` on addr in front of upstream with the
+// real IdP as its provider (plain HTTP on loopback), plus extra flags, and
+// waits until it has discovered the IdP.
+func startProxy(t *testing.T, provider *idp.IdP, upstream, addr, metrics string, extra ...string) *proc {
+	t.Helper()
+	base := "http://" + addr
+	args := append([]string{"proxy",
+		"--listen-address=" + addr,
+		"--metrics-address=" + metrics,
+		"--upstream=" + upstream,
+		"--issuer-url=" + provider.Issuer,
+		"--client-id=" + provider.ClientID,
+		"--client-secret-file=" + writeFile(t, "client-secret", provider.ClientSecret),
+		"--redirect-url=" + base + "/_gatehouse/callback",
+		"--cookie-secret-file=" + writeFile(t, "cookie-secret", strings.Repeat("e2e-cookie-secret-", 3)),
+		"--cookie-secure=false",
+		"--scopes=openid email profile groups",
+	}, extra...)
+	p := startGatehouse(t, args...)
+	waitReady(t, metrics)
 	return p
 }
 

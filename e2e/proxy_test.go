@@ -23,21 +23,10 @@ func TestLoginThroughRealIdP(t *testing.T) {
 	addr, metrics := freeAddr(t), freeAddr(t)
 	base := "http://" + addr
 	provider := idp.Start(t, idp.Options{RedirectURIs: []string{base + "/_gatehouse/callback"}})
-	p := startGatehouse(t, "proxy",
-		"--listen-address="+addr,
-		"--metrics-address="+metrics,
-		"--upstream="+up.URL,
-		"--issuer-url="+provider.Issuer,
-		"--client-id="+provider.ClientID,
-		"--client-secret-file="+writeFile(t, "client-secret", provider.ClientSecret),
-		"--redirect-url="+base+"/_gatehouse/callback",
-		"--cookie-secret-file="+writeFile(t, "cookie-secret", strings.Repeat("e2e-cookie-secret-", 3)),
-		"--cookie-secure=false",
-		"--scopes=openid email profile groups",
+	p := startProxy(t, provider, up.URL, addr, metrics,
 		"--allowed-email-domains=example.com",
 		"--log-level=debug",
 	)
-	waitReady(t, metrics)
 
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 20 * time.Second}
