@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,7 +37,7 @@ const (
 	certCheckEvery  = time.Hour
 )
 
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;patch
 
 // certManager makes and renews the webhook's serving certificate when no
 // --webhook-cert-dir is given. The CA and certificate live in a Secret in
@@ -49,6 +51,7 @@ type certManager struct {
 	secretName  string
 	service     string // the webhook Service's name, for the certificate's names
 	webhookName string // the MutatingWebhookConfiguration to keep current
+	url         string // when set, the API server reaches the webhook here
 	dir         string
 	log         logr.Logger
 	now         func() time.Time
@@ -62,6 +65,10 @@ type WebhookCertOptions struct {
 	// Service is the webhook Service's name; Configuration the
 	// MutatingWebhookConfiguration whose caBundle is kept current.
 	Service, Configuration string
+	// URL, when set, replaces the Service in the webhook configuration and
+	// its host joins the certificate's names (a controller outside the
+	// cluster).
+	URL string
 	// Dir receives tls.crt and tls.key for the webhook server.
 	Dir string
 	Now func() time.Time
@@ -80,7 +87,7 @@ func newCertManager(reader client.Reader, writer client.Client, opts WebhookCert
 	}
 	return &certManager{
 		reader: reader, client: writer, namespace: opts.Namespace, secretName: opts.SecretName,
-		service: opts.Service, webhookName: opts.Configuration, dir: opts.Dir, log: log, now: opts.Now,
+		service: opts.Service, webhookName: opts.Configuration, url: opts.URL, dir: opts.Dir, log: log, now: opts.Now,
 	}
 }
 
@@ -156,12 +163,13 @@ func (c *certManager) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey) (map[
 	if err != nil {
 		return nil, err
 	}
-	names := []string{c.service, c.service + "." + c.namespace, c.service + "." + c.namespace + ".svc", c.service + "." + c.namespace + ".svc.cluster.local"}
+	names, ips := c.names()
 	now := c.now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: names[2]},
 		DNSNames:     names,
+		IPAddresses:  ips,
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(certLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -187,6 +195,33 @@ func (c *certManager) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey) (map[
 	}, nil
 }
 
+// names are the certificate's DNS names and IP addresses: the Service's
+// names and the --webhook-url host.
+func (c *certManager) names() ([]string, []net.IP) {
+	svc := c.service + "." + c.namespace + ".svc"
+	names := []string{c.service, c.service + "." + c.namespace, svc, svc + ".cluster.local"}
+	var ips []net.IP
+	if host := c.urlHost(); host != "" {
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, host)
+		}
+	}
+	return names, ips
+}
+
+func (c *certManager) urlHost() string {
+	if c.url == "" {
+		return ""
+	}
+	u, err := url.Parse(c.url)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
+
 func (c *certManager) needsRenewal(data map[string][]byte) (bool, error) {
 	pair, err := tls.X509KeyPair(data["tls.crt"], data["tls.key"])
 	if err != nil {
@@ -195,6 +230,12 @@ func (c *certManager) needsRenewal(data map[string][]byte) (bool, error) {
 	leaf, err := x509.ParseCertificate(pair.Certificate[0])
 	if err != nil {
 		return true, err
+	}
+	// A certificate made for another Service or URL is renewed at once.
+	for _, host := range []string{c.service + "." + c.namespace + ".svc", c.urlHost()} {
+		if host != "" && leaf.VerifyHostname(host) != nil {
+			return true, nil
+		}
 	}
 	return c.now().Add(certRenewBefore).After(leaf.NotAfter), nil
 }
@@ -230,8 +271,13 @@ func (c *certManager) patchCABundle(ctx context.Context, ca []byte) error {
 	orig := wh.DeepCopy()
 	changed := false
 	for i := range wh.Webhooks {
-		if !bytes.Equal(wh.Webhooks[i].ClientConfig.CABundle, ca) {
-			wh.Webhooks[i].ClientConfig.CABundle = ca
+		cc := &wh.Webhooks[i].ClientConfig
+		if !bytes.Equal(cc.CABundle, ca) {
+			cc.CABundle = ca
+			changed = true
+		}
+		if c.url != "" && (cc.URL == nil || *cc.URL != c.url) {
+			cc.URL, cc.Service = &c.url, nil
 			changed = true
 		}
 	}

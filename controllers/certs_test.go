@@ -102,3 +102,55 @@ func verifyServing(t *testing.T, dir string, ca []byte, host string) *x509.Certi
 	}
 	return leaf
 }
+
+// TestWebhookCertificateURL: with --webhook-url (a controller outside the
+// cluster) the existing certificate is reissued to cover the URL's host, and
+// the webhook configuration is pointed at the URL instead of the Service.
+func TestWebhookCertificateURL(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	whName := "gatehouse-url-" + ns
+	none := admissionv1.SideEffectClassNone
+	create(t, &admissionv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: whName},
+		Webhooks: []admissionv1.MutatingWebhook{{
+			Name: "pods.gatehouse.dev", SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+			ClientConfig:   admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: ns, Name: "gatehouse-webhook", Path: ptr.To("/mutate-v1-pod")}},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": ns}},
+			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
+				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+		}},
+	})
+	dir := t.TempDir()
+	opts := controllers.WebhookCertOptions{Namespace: ns, SecretName: "gatehouse-webhook-tls", Service: "gatehouse-webhook",
+		Configuration: whName, Dir: dir}
+	if err := controllers.SyncWebhookCertificate(t.Context(), k8s, k8s, opts, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	var s corev1.Secret
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-webhook-tls"}, &s); err != nil {
+		t.Fatal(err)
+	}
+	inCluster := verifyServing(t, dir, s.Data["ca.crt"], "gatehouse-webhook."+ns+".svc")
+	if inCluster.VerifyHostname("127.0.0.1") == nil {
+		t.Fatal("the in-cluster certificate already covers 127.0.0.1; the test proves nothing")
+	}
+
+	opts.URL = "https://127.0.0.1:9443/mutate-v1-pod"
+	if err := controllers.SyncWebhookCertificate(t.Context(), k8s, k8s, opts, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	verifyServing(t, dir, s.Data["ca.crt"], "127.0.0.1")
+	verifyServing(t, dir, s.Data["ca.crt"], "gatehouse-webhook."+ns+".svc")
+	var wh admissionv1.MutatingWebhookConfiguration
+	if err := k8s.Get(t.Context(), client.ObjectKey{Name: whName}, &wh); err != nil {
+		t.Fatal(err)
+	}
+	cc := wh.Webhooks[0].ClientConfig
+	if cc.URL == nil || *cc.URL != opts.URL || cc.Service != nil {
+		t.Errorf("clientConfig = url %v, service %v; want url %s and no service", cc.URL, cc.Service, opts.URL)
+	}
+	if string(cc.CABundle) != string(s.Data["ca.crt"]) {
+		t.Error("caBundle is not the CA")
+	}
+}

@@ -34,12 +34,16 @@ type Config struct {
 	// its caBundle).
 	WebhookService       string
 	WebhookConfiguration string
-	MetricsAddress       string
-	HealthAddress        string
-	LeaderElect          bool
-	Namespace            string
-	Kubeconfig           string
-	LogLevel             string
+	// WebhookURL, when set, is where the API server reaches a controller
+	// running outside the cluster: the self-made certificate covers its
+	// host and the webhook configuration points at it.
+	WebhookURL     string
+	MetricsAddress string
+	HealthAddress  string
+	LeaderElect    bool
+	Namespace      string
+	Kubeconfig     string
+	LogLevel       string
 }
 
 // DefaultConfig returns the defaults of DESIGN.md "Controller flags".
@@ -63,6 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WebhookCertDir, "webhook-cert-dir", c.WebhookCertDir, "`directory` with tls.crt and tls.key for the webhook; empty makes and rotates a self-signed certificate and keeps the webhook's caBundle current")
 	fs.StringVar(&c.WebhookService, "webhook-service", c.WebhookService, "`name` of the webhook's Service, for the self-made certificate's names")
 	fs.StringVar(&c.WebhookConfiguration, "webhook-configuration", c.WebhookConfiguration, "`name` of the MutatingWebhookConfiguration whose caBundle the controller keeps current with a self-made certificate")
+	fs.StringVar(&c.WebhookURL, "webhook-url", c.WebhookURL, "https `URL` at which the API server reaches the webhook when the controller runs outside the cluster (development); the self-made certificate covers its host and the webhook configuration is pointed at it instead of the Service")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "`address` of Prometheus metrics")
 	fs.StringVar(&c.HealthAddress, "health-address", c.HealthAddress, "`address` of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "one active replica at a time")
@@ -82,6 +87,13 @@ func (c Config) Validate() error {
 	}
 	if c.WebhookPort <= 0 || c.WebhookPort > 65535 {
 		errs = append(errs, fmt.Errorf("--webhook-port: %d is not a port", c.WebhookPort))
+	}
+	if c.WebhookURL != "" {
+		if u, err := url.Parse(c.WebhookURL); err != nil || u.Scheme != "https" || u.Hostname() == "" {
+			errs = append(errs, fmt.Errorf("--webhook-url: %q is not an https URL", c.WebhookURL))
+		} else if c.WebhookCertDir != "" {
+			errs = append(errs, errors.New("--webhook-url: works only with the self-made certificate; drop --webhook-cert-dir"))
+		}
 	}
 	for name, addr := range map[string]string{"metrics-address": c.MetricsAddress, "health-address": c.HealthAddress} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

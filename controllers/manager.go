@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if selfSigned {
 		cm := newCertManager(mgr.GetAPIReader(), mgr.GetClient(), WebhookCertOptions{
 			Namespace: cfg.Namespace, SecretName: cfg.WebhookService + "-tls",
-			Service: cfg.WebhookService, Configuration: cfg.WebhookConfiguration, Dir: cfg.WebhookCertDir,
+			Service: cfg.WebhookService, Configuration: cfg.WebhookConfiguration, URL: cfg.WebhookURL, Dir: cfg.WebhookCertDir,
 		}, opts.Log.WithName("webhook-certs"))
 		if err := cm.sync(ctx); err != nil {
 			return fmt.Errorf("webhook certificate: %w", err)

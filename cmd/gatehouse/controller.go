@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
@@ -72,7 +74,14 @@ func runController(ctx context.Context, args []string, env func(string) (string,
 	if err != nil {
 		return fmt.Errorf("%w: --kubeconfig: %w", errUsage, err)
 	}
-	return controllers.Run(ctx, cfg, controllers.Options{RESTConfig: restConfig, Log: logger})
+	opts := controllers.Options{RESTConfig: restConfig, Log: logger}
+	// A controller reached at a loopback --webhook-url serves only there.
+	if u, err := url.Parse(cfg.WebhookURL); err == nil && cfg.WebhookURL != "" {
+		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() {
+			opts.WebhookHost = ip.String()
+		}
+	}
+	return controllers.Run(ctx, cfg, opts)
 }
 
 // restConfigFor finds the cluster: the kubeconfig file when given, else

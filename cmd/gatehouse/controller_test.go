@@ -31,3 +31,19 @@ func TestControllerFlagsErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestControllerWebhookURLErrors(t *testing.T) {
+	t.Parallel()
+	env := func(string) (string, bool) { return "", false }
+	for _, tc := range []struct{ args []string }{
+		{[]string{"--webhook-url=http://127.0.0.1:9443/mutate-v1-pod"}},
+		{[]string{"--webhook-url=https://127.0.0.1:9443/mutate-v1-pod", "--webhook-cert-dir=/tmp/certs"}},
+	} {
+		var stdout, stderr bytes.Buffer
+		args := append([]string{"controller", "--config=c.yaml", "--sidecar-image=i", "--namespace=n"}, tc.args...)
+		err := run(t.Context(), args, env, &stdout, &stderr)
+		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--webhook-url") {
+			t.Errorf("%v: err %v (exit %d), want a usage error naming --webhook-url", tc.args, err, exitCode(err))
+		}
+	}
+}
