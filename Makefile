@@ -21,8 +21,8 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: build $(IDP_DEPS) ## Run the local demo: real IdP, sample app and the proxy on 127.0.0.1
-	hack/demo.sh
+demo: build $(IDP_DEPS) ## Run the demo: local control plane, controller, real IdP, sample app, injected sidecar
+	go run ./hack/demo
 
 .PHONY: build
 build: ## Build bin/gatehouse and bin/gatehouse-sidecar (static, version stamped)

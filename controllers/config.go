@@ -91,8 +91,6 @@ func (c Config) Validate() error {
 	if c.WebhookURL != "" {
 		if u, err := url.Parse(c.WebhookURL); err != nil || u.Scheme != "https" || u.Hostname() == "" {
 			errs = append(errs, fmt.Errorf("--webhook-url: %q is not an https URL", c.WebhookURL))
-		} else if c.WebhookCertDir != "" {
-			errs = append(errs, errors.New("--webhook-url: works only with the self-made certificate; drop --webhook-cert-dir"))
 		}
 	}
 	for name, addr := range map[string]string{"metrics-address": c.MetricsAddress, "health-address": c.HealthAddress} {

@@ -66,6 +66,9 @@ func runController(ctx context.Context, args []string, env func(string) (string,
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if cfg.WebhookURL != "" && cfg.WebhookCertDir != "" {
+		return fmt.Errorf("%w: --webhook-url: works only with the self-made certificate; drop --webhook-cert-dir", errUsage)
+	}
 	log := newLogger(stderr, proxy.LogLevelOf(cfg.LogLevel))
 	logger := logr.FromSlogHandler(log.Handler())
 	ctrl.SetLogger(logger)

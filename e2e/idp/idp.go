@@ -92,8 +92,10 @@ type IdP struct {
 	ClientID     string
 	ClientSecret string
 
-	mu    sync.Mutex
-	lines []string
+	mu       sync.Mutex
+	lines    []string
+	stop     func() error
+	stopOnce sync.Once
 }
 
 // Start runs hack/idp/server.mjs with opts and waits until it listens. The
@@ -101,21 +103,37 @@ type IdP struct {
 // and kept for LogLines.
 func Start(t testing.TB, opts Options) *IdP {
 	t.Helper()
-
-	if len(opts.RedirectURIs) == 0 {
-		t.Fatal("idp.Start: Options.RedirectURIs is empty")
-	}
-	root, err := repoRoot()
+	p, err := Launch(opts, t.Logf)
 	if err != nil {
 		t.Fatalf("idp.Start: %v", err)
 	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Logf("idp: %v", err)
+		}
+	})
+	return p
+}
+
+// Launch runs hack/idp/server.mjs with opts and waits until it listens;
+// Stop ends it. Its output lines go to logf, and its stderr is kept for
+// LogLines. The process also exits when the caller dies, as its stdin
+// closes.
+func Launch(opts Options, logf func(format string, args ...any)) (*IdP, error) {
+	if len(opts.RedirectURIs) == 0 {
+		return nil, errors.New("Options.RedirectURIs is empty")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
 	dir := filepath.Join(root, "hack", "idp")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "oidc-provider")); err != nil {
-		t.Fatalf("idp.Start: %s/node_modules is missing: run `npm ci --prefix hack/idp` (make test does it)", dir)
+		return nil, fmt.Errorf("%s/node_modules is missing: run `npm ci --prefix hack/idp` (make test does it)", dir)
 	}
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Fatalf("idp.Start: node is not installed (Node 20 or later is needed): %v", err)
+		return nil, fmt.Errorf("node is not installed (Node 20 or later is needed): %w", err)
 	}
 
 	p := &IdP{ClientID: opts.ClientID, ClientSecret: opts.ClientSecret}
@@ -127,32 +145,32 @@ func Start(t testing.TB, opts Options) *IdP {
 	}
 	env, err := environment(opts, p.ClientID, p.ClientSecret)
 	if err != nil {
-		t.Fatalf("idp.Start: %v", err)
+		return nil, err
 	}
 
 	cmd := exec.Command(node, filepath.Join(dir, "server.mjs"))
 	cmd.Dir = dir
 	cmd.Env = env
-	// The IdP exits when stdin closes, i.e. also when the test binary dies
-	// without running its cleanups.
+	// The IdP exits when stdin closes, i.e. also when the caller dies
+	// without stopping it.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		t.Fatalf("idp.Start: %v", err)
+		return nil, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatalf("idp.Start: %v", err)
+		return nil, err
 	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
-		t.Fatalf("idp.Start: %v", err)
+		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("idp.Start: starting node: %v", err)
+		return nil, fmt.Errorf("starting node: %w", err)
 	}
 
-	// Both readers end when the process exits; cleanup waits for them so
-	// that nothing is logged after the test has finished.
+	// Both readers end when the process exits; Stop waits for them so
+	// that nothing is logged after it returns.
 	var readers sync.WaitGroup
 	ready := make(chan string, 1)
 	readers.Add(2)
@@ -168,7 +186,7 @@ func Start(t testing.TB, opts Options) *IdP {
 				}
 				continue
 			}
-			t.Logf("idp stdout: %s", line)
+			logf("idp stdout: %s", line)
 		}
 	}()
 	go func() {
@@ -179,7 +197,7 @@ func Start(t testing.TB, opts Options) *IdP {
 			p.mu.Lock()
 			p.lines = append(p.lines, line)
 			p.mu.Unlock()
-			t.Logf("idp: %s", line)
+			logf("idp: %s", line)
 		}
 	}()
 	exited := make(chan struct{})
@@ -187,34 +205,53 @@ func Start(t testing.TB, opts Options) *IdP {
 		readers.Wait()
 		close(exited)
 	}()
-
-	t.Cleanup(func() {
+	p.stop = func() error {
 		// Stop by pid: SIGTERM first, SIGKILL if it does not exit in time.
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			t.Logf("idp: SIGTERM to pid %d: %v", cmd.Process.Pid, err)
+			logf("idp: SIGTERM to pid %d: %v", cmd.Process.Pid, err)
 		}
 		select {
 		case <-exited:
 		case <-time.After(stopTimeout):
-			t.Logf("idp: pid %d did not exit after SIGTERM, killing it", cmd.Process.Pid)
+			logf("idp: pid %d did not exit after SIGTERM, killing it", cmd.Process.Pid)
 			_ = cmd.Process.Kill()
 			<-exited
 		}
 		_ = stdin.Close()
-		if err := cmd.Wait(); err != nil {
-			t.Logf("idp: process exit: %v", err)
+		if err := cmd.Wait(); err != nil && !isSignalExit(err) {
+			return fmt.Errorf("process exit: %w", err)
 		}
-	})
+		return nil
+	}
 
 	select {
 	case issuer := <-ready:
 		p.Issuer = issuer
+		return p, nil
 	case <-exited:
-		t.Fatal("idp.Start: the IdP exited before it was ready (its output is in the log above)")
+		_ = p.Stop()
+		return nil, errors.New("the IdP exited before it was ready (its output is in the log above)")
 	case <-time.After(readyTimeout):
-		t.Fatalf("idp.Start: the IdP did not print READY within %v", readyTimeout)
+		_ = p.Stop()
+		return nil, fmt.Errorf("the IdP did not print READY within %v", readyTimeout)
 	}
-	return p
+}
+
+// Stop ends the IdP process and waits for it; later calls do nothing.
+func (p *IdP) Stop() error {
+	var err error
+	p.stopOnce.Do(func() { err = p.stop() })
+	return err
+}
+
+// isSignalExit reports an exit caused by the signal Stop sent.
+func isSignalExit(err error) bool {
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		return false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
 }
 
 // LogLines returns the lines the IdP wrote to stderr so far, e.g.

@@ -1,0 +1,166 @@
+// Package controlplane runs a local Kubernetes control plane for the demo
+// and the browser test: etcd and kube-apiserver (through envtest) plus
+// kube-controller-manager, so that Deployments really make Pods. There is
+// no scheduler and no kubelet: Pods stay Pending, which is all admission
+// needs. The binaries come from hack/envtest-binaries.sh.
+package controlplane
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// kcmControllers are the kube-controller-manager loops the demo needs.
+const kcmControllers = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller"
+
+// Options configure Start.
+type Options struct {
+	// Root is the repository root (where hack/ is).
+	Root string
+	// Progress receives the binaries build's progress.
+	Progress io.Writer
+	// Webhooks are installed with the control plane.
+	Webhooks []*admissionv1.MutatingWebhookConfiguration
+}
+
+// ControlPlane is a running local control plane.
+type ControlPlane struct {
+	// Config reaches the API server as an administrator.
+	Config *rest.Config
+	// Dir holds kubeconfig files and logs; Stop removes it.
+	Dir string
+
+	env     *envtest.Environment
+	kcm     *exec.Cmd
+	kcmDone chan struct{}
+}
+
+// Binaries builds (once per machine) and returns the directory of the
+// control plane binaries.
+func Binaries(root string, progress io.Writer) (string, error) {
+	cmd := exec.Command(filepath.Join(root, "hack", "envtest-binaries.sh"))
+	cmd.Dir = root
+	cmd.Stderr = progress
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/envtest-binaries.sh: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Start builds the binaries if needed and starts the control plane.
+func Start(opts Options) (*ControlPlane, error) {
+	assets, err := Binaries(opts.Root, opts.Progress)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "gatehouse-controlplane-")
+	if err != nil {
+		return nil, err
+	}
+	c := &ControlPlane{Dir: dir, env: &envtest.Environment{
+		BinaryAssetsDirectory: assets,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: opts.Webhooks},
+	}}
+	if c.Config, err = c.env.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)
+	}
+	if err := c.startControllerManager(); err != nil {
+		_ = c.Stop()
+		return nil, fmt.Errorf("start kube-controller-manager: %w", err)
+	}
+	return c, nil
+}
+
+// Kubeconfig writes a kubeconfig file for a new user of the API server and
+// returns its path.
+func (c *ControlPlane) Kubeconfig(name string, groups ...string) (string, error) {
+	user, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return "", err
+	}
+	b, err := user.KubeConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(c.Dir, strings.NewReplacer(":", "-", "/", "-").Replace(name)+".kubeconfig")
+	return path, os.WriteFile(path, b, 0o600)
+}
+
+func (c *ControlPlane) startControllerManager() error {
+	kubeconfig, err := c.Kubeconfig("kube-controller-manager", "system:masters")
+	if err != nil {
+		return err
+	}
+	log, err := os.Create(filepath.Join(c.Dir, "kube-controller-manager.log"))
+	if err != nil {
+		return err
+	}
+	c.kcm = exec.Command(filepath.Join(c.env.BinaryAssetsDirectory, "kube-controller-manager"),
+		"--kubeconfig="+kubeconfig,
+		"--controllers="+kcmControllers,
+		"--use-service-account-credentials=false",
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--v=0",
+	)
+	c.kcm.Stdout, c.kcm.Stderr = log, log
+	c.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := c.kcm.Start(); err != nil {
+		log.Close()
+		return err
+	}
+	c.kcmDone = make(chan struct{})
+	go func() {
+		_ = c.kcm.Wait()
+		log.Close()
+		close(c.kcmDone)
+	}()
+	return nil
+}
+
+// Stop ends kube-controller-manager, the API server and etcd, and removes
+// Dir.
+func (c *ControlPlane) Stop() error {
+	var errs []error
+	if c.kcmDone != nil {
+		errs = append(errs, StopProcess(c.kcm.Process, c.kcmDone))
+	}
+	errs = append(errs, c.env.Stop(), os.RemoveAll(c.Dir))
+	return errors.Join(errs...)
+}
+
+// StopProcess sends SIGTERM to p and waits until done is closed (by the
+// goroutine that waits for p); after ten seconds it kills p.
+func StopProcess(p *os.Process, done <-chan struct{}) error {
+	if err := p.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		err := p.Kill()
+		<-done
+		return err
+	}
+}
+
+// Logs returns the kube-controller-manager log, for error reports.
+func (c *ControlPlane) Logs() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "kube-controller-manager.log"))
+	return string(bytes.TrimSpace(b))
+}

@@ -1,0 +1,598 @@
+// Package demo brings up Gatehouse's local demo: a local control plane, the
+// controller, a real OpenID provider, a sample app behind an annotated
+// Ingress, and the sidecar the controller injected, run with the injected
+// command line in front of the sample app. hack/demo runs it for
+// `make demo`; the browser test drives it.
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gatehouse-dev/gatehouse/controllers"
+	"github.com/gatehouse-dev/gatehouse/e2e/idp"
+	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
+)
+
+// What the demo creates.
+const (
+	ControllerNamespace = "gatehouse-system"
+	AppNamespace        = "demo"
+	AppName             = "hello"
+	// AllowedGroup may enter: the IdP's demo user is in it, alice is not.
+	AllowedGroup = "developers"
+	// Host is the sample Ingress's host; the browser opens it on ProxyPort.
+	Host = "localhost"
+
+	clientID       = "gatehouse-demo"
+	providerSecret = "gatehouse-oidc"
+	webhookName    = "gatehouse"
+	readyTimeout   = 90 * time.Second
+)
+
+// Options configure Start. Zero ports mean the defaults.
+type Options struct {
+	// Root is the repository root.
+	Root string
+	// Bin holds gatehouse and gatehouse-sidecar (default Root/bin).
+	Bin string
+	// Ports on 127.0.0.1: the sidecar (4180), the sample app (8080), the
+	// IdP (5556) and the sidecar's metrics (9090). The controller's ports
+	// are picked free.
+	ProxyPort, AppPort, IdPPort, MetricsPort int
+	// Out receives the steps as they happen.
+	Out io.Writer
+}
+
+// Demo is a running demo.
+type Demo struct {
+	// URL is the protected app's address for a browser.
+	URL string
+	// MetricsURL is the sidecar's metrics.
+	MetricsURL string
+	// IdP is the running OpenID provider.
+	IdP *idp.IdP
+	// SidecarArgs is the injected sidecar's command line; LocalArgs the same
+	// with the changes for running next to, not in, the Pod.
+	SidecarArgs, LocalArgs []string
+	// Dir holds the processes' logs.
+	Dir string
+
+	opts  Options
+	cp    *controlplane.ControlPlane
+	k8s   client.Client
+	procs []*process
+}
+
+// Start brings the demo up, step by step, and returns once the sidecar is
+// ready. On error it stops what it started.
+func Start(ctx context.Context, opts Options) (*Demo, error) {
+	opts = withDefaults(opts)
+	d := &Demo{opts: opts}
+	if err := d.start(ctx); err != nil {
+		if serr := d.Stop(); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Demo) start(ctx context.Context) (err error) {
+	opts := d.opts
+	if d.Dir, err = os.MkdirTemp("", "gatehouse-demo-"); err != nil {
+		return err
+	}
+	for _, port := range []int{opts.ProxyPort, opts.AppPort, opts.IdPPort, opts.MetricsPort} {
+		if err := portFree(port); err != nil {
+			return err
+		}
+	}
+	base := fmt.Sprintf("http://%s:%d", Host, opts.ProxyPort)
+	d.URL = base + "/"
+	d.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", opts.MetricsPort)
+
+	d.step("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
+	d.say("the first run builds them from the Go module proxy, about ten minutes on two cores")
+	if d.cp, err = controlplane.Start(controlplane.Options{Root: opts.Root, Progress: opts.Out}); err != nil {
+		return err
+	}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	if d.k8s, err = client.New(d.cp.Config, client.Options{Scheme: scheme}); err != nil {
+		return err
+	}
+	d.say("API server at %s", d.cp.Config.Host)
+
+	d.step("Starting the identity provider (npm oidc-provider) on 127.0.0.1:%d", opts.IdPPort)
+	idpLog, err := os.Create(filepath.Join(d.Dir, "idp.log"))
+	if err != nil {
+		return err
+	}
+	d.IdP, err = idp.Launch(idp.Options{
+		Port:                   opts.IdPPort,
+		ClientID:               clientID,
+		RedirectURIs:           []string{base + "/_gatehouse/callback"},
+		PostLogoutRedirectURIs: []string{base + "/"},
+	}, func(format string, args ...any) { fmt.Fprintf(idpLog, format+"\n", args...) })
+	if err != nil {
+		return fmt.Errorf("identity provider: %w", err)
+	}
+	d.say("issuer %s, client %s", d.IdP.Issuer, clientID)
+
+	if err := d.startController(ctx); err != nil {
+		return err
+	}
+	pod, err := d.deployApp(ctx)
+	if err != nil {
+		return err
+	}
+	return d.runSidecar(ctx, pod)
+}
+
+func withDefaults(o Options) Options {
+	if o.Bin == "" {
+		o.Bin = filepath.Join(o.Root, "bin")
+	}
+	set := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	set(&o.ProxyPort, 4180)
+	set(&o.AppPort, 8080)
+	set(&o.IdPPort, 5556)
+	set(&o.MetricsPort, 9090)
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	return o
+}
+
+// startController installs what the Helm chart would (namespace, provider
+// Secret, webhook configuration, --config file) and runs the controller
+// process, reached by the API server at a loopback --webhook-url.
+func (d *Demo) startController(ctx context.Context) error {
+	d.step("Installing Gatehouse's configuration and starting the controller")
+	none := admissionv1.SideEffectClassNone
+	fail := admissionv1.Fail
+	for _, obj := range []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControllerNamespace}},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: providerSecret, Namespace: ControllerNamespace},
+			Data:       map[string][]byte{"client-secret": []byte(d.IdP.ClientSecret)},
+		},
+		&admissionv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: webhookName},
+			Webhooks: []admissionv1.MutatingWebhook{{
+				Name:                    "pods.gatehouse.dev",
+				AdmissionReviewVersions: []string{"v1"},
+				SideEffects:             &none,
+				FailurePolicy:           &fail,
+				ReinvocationPolicy:      ptr.To(admissionv1.IfNeededReinvocationPolicy),
+				ClientConfig: admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{
+					Namespace: ControllerNamespace, Name: "gatehouse-webhook", Path: ptr.To(controllers.WebhookPath),
+				}},
+				NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+					{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", ControllerNamespace}},
+					{Key: controllers.NamespaceInjectionLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled"}},
+				}},
+				Rules: []admissionv1.RuleWithOperations{{
+					Operations: []admissionv1.OperationType{admissionv1.Create},
+					Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				}},
+			}},
+		},
+	} {
+		if err := d.k8s.Create(ctx, obj); err != nil {
+			return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	config := fmt.Sprintf(`providers:
+- name: demo
+  issuerURL: %s
+  clientID: %s
+  clientSecretRef: {name: %s, key: client-secret}
+  scopes: [openid, email, profile, groups]
+defaults:
+  provider: demo
+`, d.IdP.Issuer, clientID, providerSecret)
+	configPath := filepath.Join(d.Dir, "controller.yaml")
+	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
+		return err
+	}
+	kubeconfig, err := d.cp.Kubeconfig("gatehouse-demo-admin", "system:masters")
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	health := fmt.Sprintf("127.0.0.1:%d", ports[2])
+	args := []string{
+		"controller",
+		"--config=" + configPath,
+		"--kubeconfig=" + kubeconfig,
+		"--namespace=" + ControllerNamespace,
+		"--sidecar-image=ghcr.io/gatehouse-dev/gatehouse:demo",
+		"--webhook-configuration=" + webhookName,
+		fmt.Sprintf("--webhook-port=%d", ports[0]),
+		fmt.Sprintf("--webhook-url=https://127.0.0.1:%d%s", ports[0], controllers.WebhookPath),
+		fmt.Sprintf("--metrics-address=127.0.0.1:%d", ports[1]),
+		"--health-address=" + health,
+		"--leader-elect=false",
+	}
+	d.say("bin/gatehouse %s", shellJoin(args))
+	if err := d.run("controller", filepath.Join(d.opts.Bin, "gatehouse"), args); err != nil {
+		return err
+	}
+	if err := d.waitHTTP(ctx, "controller", "http://"+health+"/readyz", ""); err != nil {
+		return err
+	}
+	// The controller points the webhook at itself once its certificate is
+	// in place; Pods created before that would be refused.
+	return d.wait(ctx, "the webhook configuration to reach the controller", func() (bool, error) {
+		var wh admissionv1.MutatingWebhookConfiguration
+		if err := d.k8s.Get(ctx, client.ObjectKey{Name: webhookName}, &wh); err != nil {
+			return false, err
+		}
+		cc := wh.Webhooks[0].ClientConfig
+		return cc.URL != nil && len(cc.CABundle) > 0, nil
+	})
+}
+
+// deployApp creates the sample app's Deployment, Service and annotated
+// Ingress, waits for the Pod the webhook injected and prints its spec.
+func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
+	d.step("Deploying the sample app %s/%s and annotating its Ingress", AppNamespace, AppName)
+	labels := map[string]string{"app": AppName}
+	ing := &networkingv1.Ingress{
+		ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace, Annotations: map[string]string{
+			controllers.AnnEnabled:       "true",
+			controllers.AnnAllowedGroups: AllowedGroup,
+		}},
+		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{
+			Host: Host,
+			IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
+				Path: "/", PathType: ptr.To(networkingv1.PathTypePrefix),
+				Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{
+					Name: AppName, Port: networkingv1.ServiceBackendPort{Number: 80},
+				}},
+			}}}},
+		}}},
+	}
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: AppNamespace}},
+		&corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace},
+			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{
+				Name: "http", Port: 80, TargetPort: intstr.FromString("http"),
+			}}},
+		},
+		ing,
+		&appsv1.Deployment{
+			ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace},
+			Spec: appsv1.DeploymentSpec{
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{Containers: []corev1.Container{{
+						Name:  "app",
+						Image: "ghcr.io/gatehouse-dev/sampleapp:demo",
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(d.opts.AppPort)}},
+					}}},
+				},
+			},
+		},
+	}
+	for _, obj := range objs {
+		if err := d.k8s.Create(ctx, obj); err != nil {
+			return nil, fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
+		}
+	}
+	ingYAML, _ := yaml.Marshal(map[string]any{"metadata": map[string]any{"annotations": ing.Annotations}, "spec": ing.Spec})
+	d.say("Ingress %s/%s:\n%s", AppNamespace, AppName, indent(string(ingYAML)))
+
+	d.step("Waiting for the Deployment's Pod, with the sidecar the webhook injected")
+	var pod corev1.Pod
+	err := d.wait(ctx, "an injected Pod of the sample app", func() (bool, error) {
+		var pods corev1.PodList
+		if err := d.k8s.List(ctx, &pods, client.InNamespace(AppNamespace), client.MatchingLabels(labels)); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			if slices.ContainsFunc(p.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == controllers.SidecarName }) {
+				pod = p
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	spec, _ := yaml.Marshal(map[string]any{
+		"initContainers": pod.Spec.InitContainers,
+		"containers":     pod.Spec.Containers,
+		"volumes":        pod.Spec.Volumes,
+	})
+	d.say("Pod %s/%s (what the webhook changed: the gatehouse init container, the port name, the volume):\n%s",
+		AppNamespace, pod.Name, indent(string(spec)))
+	return &pod, nil
+}
+
+// runSidecar starts the sample app and the injected sidecar's command line
+// next to it, with the per-Ingress Secret's files in a local directory.
+func (d *Demo) runSidecar(ctx context.Context, pod *corev1.Pod) error {
+	d.step("Running the injected sidecar's command line in front of the sample app")
+	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == controllers.SidecarName })
+	sidecar := pod.Spec.InitContainers[i]
+	d.SidecarArgs = append(slices.Clone(sidecar.Command), sidecar.Args...)
+
+	var secret corev1.Secret
+	key := client.ObjectKey{Namespace: AppNamespace, Name: "gatehouse-" + AppName}
+	err := d.wait(ctx, "the per-Ingress Secret "+key.String(), func() (bool, error) {
+		err := d.k8s.Get(ctx, key, &secret)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		return err
+	}
+	mount := filepath.Join(d.Dir, "etc-gatehouse")
+	if err := os.MkdirAll(mount, 0o700); err != nil {
+		return err
+	}
+	for name, data := range secret.Data {
+		if err := os.WriteFile(filepath.Join(mount, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	base := fmt.Sprintf("http://%s:%d", Host, d.opts.ProxyPort)
+	d.LocalArgs = localArgs(d.SidecarArgs[1:], map[string]string{
+		"listen-address":  fmt.Sprintf("127.0.0.1:%d", d.opts.ProxyPort),
+		"metrics-address": fmt.Sprintf("127.0.0.1:%d", d.opts.MetricsPort),
+		"redirect-url":    base + "/_gatehouse/callback",
+	}, controllers.SecretMountPath, mount)
+	d.say("injected:\n    %s", shellJoin(d.SidecarArgs))
+	d.say("run here as bin/gatehouse-sidecar with the Secret %s in %s, listening on 127.0.0.1, and the\n"+
+		"    callback on port %d (an ingress controller would serve http://%s/ on port 80):\n    %s",
+		key, mount, d.opts.ProxyPort, Host, shellJoin(d.LocalArgs))
+
+	app := filepath.Join(d.Dir, "sampleapp")
+	build := exec.CommandContext(ctx, "go", "build", "-o", app, "./hack/sampleapp")
+	build.Dir = d.opts.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the sample app: %w\n%s", err, out)
+	}
+	appAddr := fmt.Sprintf("127.0.0.1:%d", d.opts.AppPort)
+	if err := d.run("sampleapp", app, []string{
+		"-listen", appAddr,
+		"-jwks-url", base + "/_gatehouse/jwks.json",
+		"-issuer", base,
+		"-audience", "http://" + appAddr,
+	}); err != nil {
+		return err
+	}
+	if err := d.run("sidecar", filepath.Join(d.opts.Bin, "gatehouse-sidecar"), d.LocalArgs); err != nil {
+		return err
+	}
+	return d.waitHTTP(ctx, "sidecar", fmt.Sprintf("http://127.0.0.1:%d/readyz", d.opts.MetricsPort), "identity provider: discovered")
+}
+
+// localArgs sets the flags in set (replacing or adding them, in name
+// order) and moves paths under mountPath to dir; everything else stays as
+// injected.
+func localArgs(args []string, set map[string]string, mountPath, dir string) []string {
+	out := make([]string, 0, len(args)+len(set))
+	done := map[string]bool{}
+	for _, a := range args {
+		name, value, ok := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if v, found := set[name]; ok && found {
+			value, done[name] = v, true
+		} else if rest, under := strings.CutPrefix(value, mountPath+"/"); ok && under {
+			value = filepath.Join(dir, rest)
+		} else {
+			out = append(out, a)
+			continue
+		}
+		out = append(out, "--"+name+"="+value)
+	}
+	for _, name := range slices.Sorted(maps.Keys(set)) {
+		if !done[name] {
+			out = append(out, "--"+name+"="+set[name])
+		}
+	}
+	return out
+}
+
+// Stop ends every process in reverse order and removes Dir.
+func (d *Demo) Stop() error {
+	var errs []error
+	for _, p := range slices.Backward(d.procs) {
+		errs = append(errs, p.stop())
+	}
+	if d.IdP != nil {
+		errs = append(errs, d.IdP.Stop())
+	}
+	if d.cp != nil {
+		errs = append(errs, d.cp.Stop())
+	}
+	if d.Dir != "" {
+		errs = append(errs, os.RemoveAll(d.Dir))
+	}
+	return errors.Join(errs...)
+}
+
+// Logs returns the named process's log ("controller", "sampleapp",
+// "sidecar" or "idp").
+func (d *Demo) Logs(name string) string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, name+".log"))
+	return string(b)
+}
+
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func (p *process) stop() error {
+	if err := controlplane.StopProcess(p.cmd.Process, p.done); err != nil {
+		return fmt.Errorf("stop %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// run starts a process with its output in Dir/<name>.log.
+func (d *Demo) run(name, path string, args []string) error {
+	log, err := os.Create(filepath.Join(d.Dir, name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(p.done)
+	}()
+	d.procs = append(d.procs, p)
+	return nil
+}
+
+// waitHTTP waits until url answers 200 (with want in the body, if set).
+func (d *Demo) waitHTTP(ctx context.Context, name, url, want string) error {
+	err := d.wait(ctx, name+" to be ready", func() (bool, error) {
+		for _, p := range d.procs {
+			select {
+			case <-p.done:
+				return false, fmt.Errorf("%s exited", p.name)
+			default:
+			}
+		}
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(body), want), nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w\n%s log:\n%s", err, name, tail(d.Logs(name), 30))
+	}
+	return nil
+}
+
+func (d *Demo) wait(ctx context.Context, what string, done func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	for {
+		ok, err := done()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (d *Demo) step(format string, args ...any) {
+	fmt.Fprintf(d.opts.Out, "\n\033[1m==> "+format+"\033[0m\n", args...)
+}
+
+func (d *Demo) say(format string, args ...any) {
+	fmt.Fprintf(d.opts.Out, "    "+format+"\n", args...)
+}
+
+// shellJoin prints a command line one argument a line, quoted for a shell.
+func shellJoin(args []string) string {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = a
+		if strings.ContainsAny(a, " '\"$\\*?;&|<>()`") {
+			quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(quoted, " \\\n      ")
+}
+
+func indent(s string) string {
+	return "      " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n      ")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// portFree fails with a message saying what to do when port is taken.
+func portFree(port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return fmt.Errorf("port %d on 127.0.0.1 is in use: free it or choose other ports (PROXY_PORT, APP_PORT, IDP_PORT, METRICS_PORT)", port)
+	}
+	return l.Close()
+}
+
+// freePorts returns n ports that were free on 127.0.0.1 a moment ago.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
