@@ -117,12 +117,15 @@ type FileConfig struct {
 
 // Provider is an identity provider the platform team configured.
 type Provider struct {
-	Name              string        `json:"name"`
-	IssuerURL         string        `json:"issuerURL"`
-	ClientID          string        `json:"clientID"`
-	ClientSecretRef   *SecretKeyRef `json:"clientSecretRef,omitempty"`
-	Scopes            []string      `json:"scopes,omitempty"`
-	GroupsClaim       string        `json:"groupsClaim,omitempty"`
+	Name            string        `json:"name"`
+	IssuerURL       string        `json:"issuerURL"`
+	ClientID        string        `json:"clientID"`
+	ClientSecretRef *SecretKeyRef `json:"clientSecretRef,omitempty"`
+	Scopes          []string      `json:"scopes,omitempty"`
+	GroupsClaim     string        `json:"groupsClaim,omitempty"`
+	// LogoutRedirect is the sidecars' --logout-redirect: local (the
+	// default) or idp, which also ends the session at the IdP.
+	LogoutRedirect    string        `json:"logoutRedirect,omitempty"`
 	AllowedNamespaces []string      `json:"allowedNamespaces,omitempty"`
 	SessionStore      *SessionStore `json:"sessionStore,omitempty"`
 }
@@ -191,6 +194,11 @@ func (fc *FileConfig) validate() error {
 		}
 		if p.ClientID == "" {
 			errs = append(errs, fmt.Errorf("%s.clientID: required", where))
+		}
+		switch p.LogoutRedirect {
+		case "", "local", "idp":
+		default:
+			errs = append(errs, fmt.Errorf("%s.logoutRedirect: %q is not local or idp", where, p.LogoutRedirect))
 		}
 		if r := p.ClientSecretRef; r != nil && (r.Name == "" || r.Key == "") {
 			errs = append(errs, fmt.Errorf("%s.clientSecretRef: name and key are required", where))

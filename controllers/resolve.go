@@ -134,6 +134,7 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 		prov = p
 		spec.IssuerURL, spec.ClientID = p.IssuerURL, p.ClientID
 		spec.Scopes, spec.GroupsClaim = p.Scopes, p.GroupsClaim
+		spec.LogoutRedirect = p.LogoutRedirect
 		if ref := p.ClientSecretRef; ref != nil {
 			spec.HasClientSecret = true
 			res.clientSecretRef = &secretRef{r.namespace, ref.Name, ref.Key}

@@ -30,6 +30,7 @@ type sidecarSpec struct {
 	HasClientSecret  bool
 	Scopes           []string
 	GroupsClaim      string
+	LogoutRedirect   string // empty: the proxy's default
 	RedisURL         string // empty: cookie store
 	HasRedisPassword bool
 	Hosts            []string
@@ -79,6 +80,9 @@ func (s sidecarSpec) proxyConfig(appPort, listen, metrics int32) proxy.Config {
 	}
 	if s.GroupsClaim != "" {
 		c.GroupsClaim = s.GroupsClaim
+	}
+	if s.LogoutRedirect != "" {
+		c.LogoutRedirect = s.LogoutRedirect
 	}
 	if s.RedisURL != "" {
 		c.SessionStore = proxy.StoreRedis

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -136,6 +137,7 @@ defaults:
 		"unknown default":   "providers: []\ndefaults: {provider: nope}\n",
 		"not yaml":          "providers: [\n",
 		"redis without url": "providers:\n  - {name: a, issuerURL: 'https://x', clientID: c, sessionStore: {}}\n",
+		"logout redirect":   "providers:\n  - {name: a, issuerURL: 'https://x', clientID: c, logoutRedirect: global}\n",
 	} {
 		if _, err := ParseFile([]byte(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -143,6 +145,23 @@ defaults:
 	}
 	if _, err := ParseFile([]byte("providers:\n  - {name: dev, issuerURL: 'http://127.0.0.1:5556', clientID: c}\n")); err != nil {
 		t.Errorf("loopback http issuer refused: %v", err)
+	}
+}
+
+// TestLogoutRedirect: a provider's logoutRedirect reaches its sidecars as
+// --logout-redirect; without it the proxy's default (local) stays.
+func TestLogoutRedirect(t *testing.T) {
+	t.Parallel()
+	spec := testSpec("/etc/gatehouse")
+	if args := spec.proxyConfig(8080, SidecarPort, SidecarMetricsPort).Args(); slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--logout-redirect") }) {
+		t.Errorf("default sidecar args set --logout-redirect: %q", args)
+	}
+	spec.LogoutRedirect = "idp"
+	if args := spec.proxyConfig(8080, SidecarPort, SidecarMetricsPort).Args(); !slices.Contains(args, "--logout-redirect=idp") {
+		t.Errorf("sidecar args %q lack --logout-redirect=idp", args)
+	}
+	if err := spec.validate(); err != nil {
+		t.Errorf("logout-redirect idp does not validate: %v", err)
 	}
 }
 
