@@ -34,11 +34,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "gatehouse")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/gatehouse")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build gatehouse:", err)
-		os.Exit(1)
+	// Both builds, as in the image: the browser test's demo runs the
+	// controller from gatehouse and the sidecar from gatehouse-sidecar.
+	for _, args := range [][]string{
+		{"build", "-o", binary, "../cmd/gatehouse"},
+		{"build", "-tags", "sidecar", "-o", binary + "-sidecar", "../cmd/gatehouse"},
+	} {
+		build := exec.Command("go", args...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "go", strings.Join(args, " "), err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -220,6 +220,7 @@ func (d *Demo) startController(ctx context.Context) error {
   clientID: %s
   clientSecretRef: {name: %s, key: client-secret}
   scopes: [openid, email, profile, groups]
+  logoutRedirect: idp
 defaults:
   provider: demo
 `, d.IdP.Issuer, clientID, providerSecret)
