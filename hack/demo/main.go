@@ -56,5 +56,9 @@ func run(ctx context.Context) error {
 `, d.URL, idp.DemoUser, idp.DemoPassword, demo.AllowedGroup, idp.AliceUser, idp.AlicePassword, d.URL, d.MetricsURL, d.Dir)
 	<-ctx.Done()
 	fmt.Println("\n==> Stopping the demo")
-	return d.Stop()
+	if err := d.Stop(); err != nil {
+		return err
+	}
+	fmt.Println("    everything the demo started has stopped")
+	return nil
 }
