@@ -23,14 +23,17 @@ const sidecarUID = 65532
 // sidecarSpec is everything that decides one Ingress's sidecar. It is built
 // by the reconciler and the webhook from the same inputs, so both agree.
 type sidecarSpec struct {
-	Ingress          string // name, in the Pod's namespace
-	Policy           Policy
-	IssuerURL        string
-	ClientID         string
-	HasClientSecret  bool
-	Scopes           []string
-	GroupsClaim      string
-	LogoutRedirect   string // empty: the proxy's default
+	Ingress         string // name, in the Pod's namespace
+	Policy          Policy
+	IssuerURL       string
+	ClientID        string
+	HasClientSecret bool
+	Scopes          []string
+	GroupsClaim     string
+	// LogoutRedirect is empty for the proxy's default. Fields added after
+	// the first release are omitempty, so that hash stays the same for Pods
+	// that do not use them and a controller upgrade replaces no Pods.
+	LogoutRedirect   string `json:",omitempty"`
 	RedisURL         string // empty: cookie store
 	HasRedisPassword bool
 	Hosts            []string
