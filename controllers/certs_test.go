@@ -26,18 +26,7 @@ func TestWebhookCertificate(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t, nil)
 	whName := "gatehouse-test-" + ns
-	none := admissionv1.SideEffectClassNone
-	create(t, &admissionv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: whName},
-		Webhooks: []admissionv1.MutatingWebhook{{
-			Name: "pods.gatehouse.dev", SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
-			ClientConfig: admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: ns, Name: "gatehouse-webhook", Path: ptr.To("/mutate-v1-pod")}},
-			// Matches nothing, so it never affects other tests.
-			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": ns}},
-			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
-				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-		}},
-	})
+	createIdleWebhook(t, whName, ns)
 	dir := t.TempDir()
 	now := time.Now()
 	opts := controllers.WebhookCertOptions{Namespace: ns, SecretName: "gatehouse-webhook-tls", Service: "gatehouse-webhook",
@@ -110,17 +99,7 @@ func TestWebhookCertificateURL(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t, nil)
 	whName := "gatehouse-url-" + ns
-	none := admissionv1.SideEffectClassNone
-	create(t, &admissionv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: whName},
-		Webhooks: []admissionv1.MutatingWebhook{{
-			Name: "pods.gatehouse.dev", SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
-			ClientConfig:   admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: ns, Name: "gatehouse-webhook", Path: ptr.To("/mutate-v1-pod")}},
-			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": ns}},
-			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
-				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
-		}},
-	})
+	createIdleWebhook(t, whName, ns)
 	dir := t.TempDir()
 	opts := controllers.WebhookCertOptions{Namespace: ns, SecretName: "gatehouse-webhook-tls", Service: "gatehouse-webhook",
 		Configuration: whName, Dir: dir}
@@ -153,4 +132,22 @@ func TestWebhookCertificateURL(t *testing.T) {
 	if string(cc.CABundle) != string(s.Data["ca.crt"]) {
 		t.Error("caBundle is not the CA")
 	}
+}
+
+// createIdleWebhook creates a webhook configuration for the Service
+// gatehouse-webhook in ns that matches no object, so it never affects
+// other tests.
+func createIdleWebhook(t *testing.T, name, ns string) {
+	t.Helper()
+	none := admissionv1.SideEffectClassNone
+	create(t, &admissionv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Webhooks: []admissionv1.MutatingWebhook{{
+			Name: "pods.gatehouse.dev", SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
+			ClientConfig:   admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: ns, Name: "gatehouse-webhook", Path: ptr.To("/mutate-v1-pod")}},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": ns}},
+			Rules: []admissionv1.RuleWithOperations{{Operations: []admissionv1.OperationType{admissionv1.Create},
+				Rule: admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}}}},
+		}},
+	})
 }

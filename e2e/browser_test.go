@@ -105,13 +105,8 @@ func TestBrowserDemo(t *testing.T) {
 	}
 
 	// The session cookie as the browser keeps it.
-	var sess *network.Cookie
 	all := cookies()
-	for _, c := range all {
-		if c.Name == "gatehouse" {
-			sess = c
-		}
-	}
+	sess := findCookie(all, "gatehouse")
 	switch {
 	case sess == nil:
 		t.Fatalf("no session cookie gatehouse among %v", cookieNames(all))
@@ -140,10 +135,8 @@ func TestBrowserDemo(t *testing.T) {
 	if loc := get("location", chromedp.Location()); hostOf(loc) != issuer.Host {
 		t.Errorf("after sign-out the app is at %s, want the IdP's sign-in page", loc)
 	}
-	for _, c := range cookies() {
-		if c.Name == "gatehouse" {
-			t.Errorf("the session cookie survived sign-out")
-		}
+	if findCookie(cookies(), "gatehouse") != nil {
+		t.Errorf("the session cookie survived sign-out")
 	}
 
 	// 4. A user outside the allowed group signs in and gets the 403 page.
@@ -255,6 +248,15 @@ func findChromium(t *testing.T) string {
 	return ""
 }
 
+func findCookie(cs []*network.Cookie, name string) *network.Cookie {
+	for _, c := range cs {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
 func cookieNames(cs []*network.Cookie) []string {
 	var names []string
 	for _, c := range cs {
@@ -323,13 +325,8 @@ func TestBrowserSecureCookies(t *testing.T) {
 	if !strings.Contains(echo, idp.DemoEmail) || !strings.Contains(echo, `"/private/page"`) {
 		t.Errorf("the upstream did not receive the signed-in request for %s:\n%s", idp.DemoEmail, echo)
 	}
-	var sess *network.Cookie
 	all := b.cookies(base + "/")
-	for _, c := range all {
-		if c.Name == "__Host-gatehouse" {
-			sess = c
-		}
-	}
+	sess := findCookie(all, "__Host-gatehouse")
 	switch {
 	case sess == nil:
 		t.Fatalf("the browser kept no __Host-gatehouse cookie; it has %v", cookieNames(all))

@@ -75,7 +75,7 @@ func Start(opts Options) (*ControlPlane, error) {
 		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: opts.Webhooks},
 	}}
 	if c.Config, err = c.env.Start(); err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)
 	}
 	if err := c.startControllerManager(); err != nil {
@@ -120,13 +120,13 @@ func (c *ControlPlane) startControllerManager() error {
 	c.kcm.Stdout, c.kcm.Stderr = log, log
 	c.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := c.kcm.Start(); err != nil {
-		log.Close()
+		_ = log.Close()
 		return err
 	}
 	c.kcmDone = make(chan struct{})
 	go func() {
 		_ = c.kcm.Wait()
-		log.Close()
+		_ = log.Close()
 		close(c.kcmDone)
 	}()
 	return nil

@@ -110,6 +110,9 @@ func (d *Demo) start(ctx context.Context) (err error) {
 		return err
 	}
 	for _, port := range []int{opts.ProxyPort, opts.AppPort, opts.IdPPort, opts.MetricsPort} {
+		if port < 1 || port > 65535 {
+			return fmt.Errorf("%d is not a port", port)
+		}
 		if err := portFree(port); err != nil {
 			return err
 		}
@@ -307,7 +310,7 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 					Spec: corev1.PodSpec{Containers: []corev1.Container{{
 						Name:  "app",
 						Image: "ghcr.io/gatehouse-dev/sampleapp:demo",
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(d.opts.AppPort)}},
+						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(d.opts.AppPort)}}, //nolint:gosec // checked in start,
 					}}},
 				},
 			},
@@ -484,20 +487,21 @@ func (d *Demo) run(name, path string, args []string) error {
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		log.Close()
+		_ = log.Close()
 		return fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
-		log.Close()
+		_ = log.Close()
 		close(p.done)
 	}()
 	d.procs = append(d.procs, p)
 	return nil
 }
 
-// waitHTTP waits until url answers 200 (with want in the body, if set).
+// waitHTTP waits until url (a process the demo started, on 127.0.0.1)
+// answers 200, with want in the body if set.
 func (d *Demo) waitHTTP(ctx context.Context, name, url, want string) error {
 	err := d.wait(ctx, name+" to be ready", func() (bool, error) {
 		for _, p := range d.procs {
@@ -507,7 +511,7 @@ func (d *Demo) waitHTTP(ctx context.Context, name, url, want string) error {
 			default:
 			}
 		}
-		resp, err := http.Get(url)
+		resp, err := http.Get(url) //nolint:gosec // the demo's own loopback address
 		if err != nil {
 			return false, nil
 		}
@@ -584,7 +588,7 @@ func freePorts(n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
-			l.Close()
+			_ = l.Close()
 		}
 	}()
 	for range n {
