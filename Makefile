@@ -22,7 +22,8 @@ help: ## Show this help
 
 .PHONY: demo
 demo: build $(IDP_DEPS) ## Run the demo: local control plane, controller, real IdP, sample app, injected sidecar
-	go run ./hack/demo
+	go build -o bin/demo ./hack/demo
+	bin/demo
 
 .PHONY: build
 build: ## Build bin/gatehouse and bin/gatehouse-sidecar (static, version stamped)
@@ -31,12 +32,21 @@ build: ## Build bin/gatehouse and bin/gatehouse-sidecar (static, version stamped
 
 .PHONY: test
 test: $(IDP_DEPS) envtest ## Run unit, envtest, integration and end-to-end tests with the race detector
-	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=60s go test -race -count=1 -timeout 20m ./...
+	mkdir -p bin/test-output
+	KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=60s go test -race -count=1 -timeout 20m -artifacts -outputdir $(CURDIR)/bin/test-output ./...
 	go test -race -count=1 -tags sidecar ./cmd/gatehouse
 
 .PHONY: envtest
 envtest: ## Build the test control plane (kube-apiserver, etcd, ...) into bin/k8s (cached per machine)
 	hack/envtest-binaries.sh >/dev/null
+
+.PHONY: helm
+helm: ## Build helm (pinned in hack/helm.sh) into bin/tools (cached per machine) and print its path
+	@hack/helm.sh
+
+.PHONY: chart
+chart: ## Lint charts/gatehouse and check its golden renderings (rewrite them: go test ./charts -run TestGolden -update)
+	go test ./charts -count=1 -run '^Test(Lint|Golden|SchemaRejects|SchemaMatchesFileConfig|Wiring|RBACMatchesGeneratedRole|WebhookMatchesGenerated)$$'
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate RBAC and webhook manifests into config/ from code markers
@@ -87,7 +97,7 @@ vet: ## go vet and gofmt
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w on the files above"; exit 1; }
 
 .PHONY: verify
-verify: vet manifests ## Check that go.mod is tidy and generated files are current
+verify: vet manifests chart ## Check that go.mod is tidy, generated files are current and the chart lints and renders as its golden files
 	go mod tidy
 	git diff --exit-code -- go.mod go.sum config/
 

@@ -46,17 +46,7 @@ func runController(ctx context.Context, args []string, env func(string) (string,
 	fs := flag.NewFlagSet("gatehouse controller", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	cfg.RegisterFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), controllerUsage)
-		fs.VisitAll(func(f *flag.Flag) {
-			name, usage := flag.UnquoteUsage(f)
-			fmt.Fprintf(fs.Output(), "  --%s %s\n      %s", f.Name, name, usage)
-			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
-				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
-			}
-			fmt.Fprintln(fs.Output())
-		})
-	}
+	fs.Usage = flagUsage(fs, controllerUsage)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -85,6 +75,21 @@ func runController(ctx context.Context, args []string, env func(string) (string,
 		}
 	}
 	return controllers.Run(ctx, cfg, opts)
+}
+
+// flagUsage prints header, then each flag of fs with its usage and default.
+func flagUsage(fs *flag.FlagSet, header string) func() {
+	return func() {
+		fmt.Fprint(fs.Output(), header)
+		fs.VisitAll(func(f *flag.Flag) {
+			name, usage := flag.UnquoteUsage(f)
+			fmt.Fprintf(fs.Output(), "  --%s %s\n      %s", f.Name, name, usage)
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+				fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
+			}
+			fmt.Fprintln(fs.Output())
+		})
+	}
 }
 
 // restConfigFor finds the cluster: the kubeconfig file when given, else

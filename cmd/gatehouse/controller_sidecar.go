@@ -12,3 +12,8 @@ import (
 func runController(context.Context, []string, func(string) (string, bool), io.Writer, io.Writer) error {
 	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run the controller with the gatehouse binary of the same image", errUsage)
 }
+
+// runWebhookCheck is not part of the sidecar build.
+func runWebhookCheck(context.Context, []string, io.Writer) error {
+	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run webhook-check with the gatehouse binary of the same image", errUsage)
+}

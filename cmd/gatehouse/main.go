@@ -118,9 +118,10 @@ func oneLine(msg string) string {
 const topUsage = `Usage: gatehouse <command> [flags]
 
 Commands:
-  proxy       run the authenticating sidecar in front of one app
-  controller  watch annotated Ingresses and inject the sidecar into their Pods
-  version     print the version
+  proxy          run the authenticating sidecar in front of one app
+  controller     watch annotated Ingresses and inject the sidecar into their Pods
+  webhook-check  check that the controller's Pod webhook answers (the chart's helm test)
+  version        print the version
 
 Run "gatehouse <command> --help" for a command's flags.
 `
@@ -137,6 +138,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return runController(ctx, args[1:], env, stdout, stderr)
 	case "proxy":
 		return runProxy(ctx, rest, env, stdout, stderr)
+	case "webhook-check":
+		return runWebhookCheck(ctx, rest, stdout)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "-help", "--help":

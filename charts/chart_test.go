@@ -1,0 +1,606 @@
+package charts_test
+
+import (
+	"encoding/json"
+	"net"
+	"os"
+	"path"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+
+	"github.com/gatehouse-dev/gatehouse/controllers"
+)
+
+func TestLint(t *testing.T) {
+	t.Parallel()
+	for _, set := range valueSets(t) {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			out, err := helm(t, "lint", "--strict", chartDir, "--namespace", releaseNS, "-f", valuesFile(set))
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// TestGolden compares helm template's output for each value set with
+// testdata/<set>.golden.yaml; -update rewrites them.
+func TestGolden(t *testing.T) {
+	t.Parallel()
+	for _, set := range valueSets(t) {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			out, _ := render(t, set)
+			golden := filepath.Join("testdata", set+".golden.yaml")
+			if *update {
+				if err := os.WriteFile(golden, []byte(out), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./charts -run TestGolden -update)", err)
+			}
+			if diff := cmp.Diff(string(want), out); diff != "" {
+				t.Errorf("helm template with %s differs from %s (-want +got); if the change is intended, run go test ./charts -run TestGolden -update and review the diff:\n%s",
+					valuesFile(set), golden, diff)
+			}
+		})
+	}
+}
+
+// TestSchemaRejects: mistakes in values fail helm template with a message
+// that names the value.
+func TestSchemaRejects(t *testing.T) {
+	t.Parallel()
+	const provider = "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: gatehouse}\n"
+	tests := []struct {
+		name   string
+		values string
+		want   string
+	}{
+		{"typo at the top", provider + "replica: 2\n", "additional properties 'replica' not allowed"},
+		{"typo in a provider", "providers:\n  - {name: corp, issuerUrl: https://login.example.com, clientID: gatehouse}\n",
+			"at '/providers/0': additional properties 'issuerUrl' not allowed"},
+		{"typo in a nested key", provider + "webhook:\n  timeoutSecond: 5\n", "additional properties 'timeoutSecond' not allowed"},
+		{"typo in the shorthand", "provider:\n  issuerURL: https://login.example.com\n  clientId: gatehouse\n", "additional properties 'clientId' not allowed"},
+		{"secret ref without key", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientSecretRef: {name: s}}\n",
+			"/providers/0/clientSecretRef': missing property 'key'"},
+		{"plain http issuer", "providers:\n  - {name: corp, issuerURL: http://login.example.com, clientID: gatehouse}\n", "/providers/0/issuerURL"},
+		{"redis URL", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, sessionStore: {redisURL: 'http://redis:6379'}}\n",
+			"/providers/0/sessionStore/redisURL"},
+		{"scopes without openid", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, scopes: [email]}\n", "/providers/0/scopes"},
+		{"digest", provider + "image:\n  digest: latest\n", "/image/digest"},
+		{"timeout", provider + "webhook:\n  timeoutSeconds: 60\n", "/webhook/timeoutSeconds"},
+		{"log level", provider + "logLevel: verbose\n", "/logLevel"},
+		{"no provider", "{}\n", "no identity provider: set provider.issuerURL"},
+		{"shorthand without client id", "provider:\n  issuerURL: https://login.example.com\n", "provider.clientID: required"},
+		{"unknown default provider", provider + "defaults:\n  provider: nope\n", `defaults.provider: "nope" is not a configured provider (known: corp)`},
+		{"provider twice", provider + "provider:\n  name: corp\n  issuerURL: https://login.example.com\n  clientID: x\n", `the name "corp" is used twice`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			file := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(file, []byte(tc.values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := helm(t, "template", releaseName, chartDir, "--namespace", releaseNS, "-f", file)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("helm template with\n%s\nerr = %v\nwant an error containing %q", tc.values, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSchemaMatchesFileConfig: the schema's providers (and the provider
+// shorthand) and defaults take exactly the keys of the controller's
+// --config file (controllers.FileConfig), and refuse others, so a field
+// added to the controller is not refused by the chart and the chart never
+// renders a key the controller's strict parser refuses.
+func TestSchemaMatchesFileConfig(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema map[string]any
+	if err := json.Unmarshal(raw, &schema); err != nil {
+		t.Fatal(err)
+	}
+	props := schema["properties"].(map[string]any)
+	items := props["providers"].(map[string]any)["items"].(map[string]any)
+	checkSchemaObject(t, "providers[]", items, reflect.TypeFor[controllers.Provider](), nil)
+	checkSchemaObject(t, "provider", props["provider"].(map[string]any), reflect.TypeFor[controllers.Provider](),
+		map[string]string{"clientSecretRef": "clientSecret"})
+	checkSchemaObject(t, "defaults", props["defaults"].(map[string]any), reflect.TypeFor[controllers.Defaults](), nil)
+}
+
+// checkSchemaObject compares the properties of a schema object with the
+// JSON fields of typ (renamed as rename says), recursing into the structs
+// of the controllers package.
+func checkSchemaObject(t *testing.T, where string, node map[string]any, typ reflect.Type, rename map[string]string) {
+	t.Helper()
+	if node["additionalProperties"] != false {
+		t.Errorf("schema of %s allows unknown keys; set additionalProperties: false", where)
+	}
+	props, _ := node["properties"].(map[string]any)
+	want := map[string]reflect.Type{}
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if r, ok := rename[name]; ok {
+			name = r
+		}
+		want[name] = f.Type
+	}
+	for name, ft := range want {
+		sub, ok := props[name].(map[string]any)
+		if !ok {
+			t.Errorf("schema of %s lacks %q, which the controller's config file takes", where, name)
+			continue
+		}
+		for ft.Kind() == reflect.Pointer {
+			ft = ft.Elem()
+		}
+		if ft.Kind() == reflect.Struct && ft.PkgPath() == typ.PkgPath() {
+			checkSchemaObject(t, where+"."+name, sub, ft, nil)
+		}
+	}
+	for name := range props {
+		if _, ok := want[name]; !ok {
+			t.Errorf("schema of %s takes %q, which the controller's config file does not", where, name)
+		}
+	}
+}
+
+// TestWiring checks, for every value set, that the rendered objects fit
+// each other and the controller's conventions: names passed as flags
+// exist, Services and probes reach the ports the flags open, the config
+// file passes the controller's own strict parser, the webhook's Secret is
+// the one the controller (or cert-manager) writes.
+func TestWiring(t *testing.T) {
+	t.Parallel()
+	for _, set := range valueSets(t) {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			_, r := render(t, set)
+			checkWiring(t, r)
+		})
+	}
+}
+
+func checkWiring(t *testing.T, r rendered) {
+	for _, o := range r.objs {
+		switch o.GetKind() {
+		case "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration":
+			if o.GetNamespace() != "" {
+				t.Errorf("cluster-scoped %s %s has namespace %q", o.GetKind(), o.GetName(), o.GetNamespace())
+			}
+		default:
+			if o.GetNamespace() != r.namespace {
+				t.Errorf("%s %s is in namespace %q, want the release's %q", o.GetKind(), o.GetName(), o.GetNamespace(), r.namespace)
+			}
+		}
+	}
+
+	dep := as[appsv1.Deployment](t, r.get(t, "Deployment", ""))
+	tmpl := dep.Spec.Template
+	podLabels := labels.Set(tmpl.Labels)
+	if !selects(dep.Spec.Selector, podLabels) {
+		t.Errorf("Deployment selector %v does not select its Pods %v", dep.Spec.Selector, podLabels)
+	}
+	if ru := dep.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("rolling update %+v: want maxUnavailable 0, so an upgrade never leaves no ready webhook", ru)
+	}
+	ctr := containerNamed(t, tmpl.Spec.Containers, "controller")
+	if !slices.Equal(ctr.Command, []string{"/usr/local/bin/gatehouse"}) || len(ctr.Args) == 0 || ctr.Args[0] != "controller" {
+		t.Fatalf("controller runs %q %q, want /usr/local/bin/gatehouse controller ...", ctr.Command, ctr.Args)
+	}
+	flags := parseFlags(t, ctr.Args[1:])
+	if v, ok := flags["leader-elect"]; !ok || (v != "" && v != "true") {
+		t.Errorf("controller args lack --leader-elect: %q", ctr.Args)
+	}
+
+	// Image and environment.
+	env := map[string]corev1.EnvVar{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e
+	}
+	if env["GATEHOUSE_IMAGE"].Value != ctr.Image {
+		t.Errorf("GATEHOUSE_IMAGE %q, want the controller's image %q", env["GATEHOUSE_IMAGE"].Value, ctr.Image)
+	}
+	if ref := env["POD_NAMESPACE"].ValueFrom; ref == nil || ref.FieldRef == nil || ref.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("POD_NAMESPACE is not the Pod's namespace: %+v", env["POD_NAMESPACE"])
+	}
+
+	// The --config file: a ConfigMap mounted at its directory, with a key
+	// named like it, that the controller's own strict parser accepts.
+	cm := as[corev1.ConfigMap](t, r.get(t, "ConfigMap", ""))
+	vol := volumeAt(t, tmpl.Spec, ctr, path.Dir(flags["config"]))
+	if vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
+		t.Errorf("--config=%s is not in ConfigMap %s: volume %+v", flags["config"], cm.Name, vol)
+	}
+	file, err := controllers.ParseFile([]byte(cm.Data[path.Base(flags["config"])]))
+	if err != nil {
+		t.Errorf("the controller refuses the rendered config: %v\n%s", err, cm.Data[path.Base(flags["config"])])
+	} else if _, ok := file.Provider(file.Defaults.Provider); !ok {
+		t.Errorf("defaults.provider %q is not a provider, so gatehouse.dev/enabled alone would not work", file.Defaults.Provider)
+	}
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(tmpl.Annotations["checksum/config"]) {
+		t.Errorf("Pod template lacks the config checksum that rolls the controller on a config change: %v", tmpl.Annotations)
+	}
+	volumeAt(t, tmpl.Spec, ctr, "/tmp") // the self-made certificate's temporary directory
+
+	// Ports: the flags' ports are the container's named ports, which the
+	// Services and probes use.
+	portOf := func(addr string) int32 {
+		_, p, err := net.SplitHostPort(addr)
+		n, _ := strconv.Atoi(p)
+		if err != nil || n == 0 {
+			t.Fatalf("address %q has no port", addr)
+		}
+		return int32(n)
+	}
+	webhookPort, _ := strconv.Atoi(flags["webhook-port"])
+	containerPorts := map[string]int32{}
+	for _, p := range ctr.Ports {
+		containerPorts[p.Name] = p.ContainerPort
+	}
+	for name, want := range map[string]int32{"webhook": int32(webhookPort), "metrics": portOf(flags["metrics-address"]), "health": portOf(flags["health-address"])} {
+		if containerPorts[name] != want {
+			t.Errorf("container port %q is %d, want %d from the flags %q", name, containerPorts[name], want, ctr.Args)
+		}
+	}
+	for probe, want := range map[*corev1.Probe]string{ctr.ReadinessProbe: "/readyz", ctr.LivenessProbe: "/healthz"} {
+		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != want || probe.HTTPGet.Port.String() != "health" {
+			t.Errorf("probe %+v, want GET %s on the health port", probe, want)
+		}
+	}
+
+	webhookSvc := as[corev1.Service](t, r.get(t, "Service", flags["webhook-service"]))
+	var metricsSvc *corev1.Service
+	for _, u := range r.all("Service") {
+		svc := as[corev1.Service](t, u)
+		if !selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, podLabels) {
+			t.Errorf("Service %s selects %v, not the controller's Pods %v", svc.Name, svc.Spec.Selector, podLabels)
+		}
+		if svc.Name != webhookSvc.Name {
+			metricsSvc = svc
+		}
+	}
+	if len(webhookSvc.Spec.Ports) != 1 || webhookSvc.Spec.Ports[0].Port != 443 || webhookSvc.Spec.Ports[0].TargetPort.String() != "webhook" {
+		t.Errorf("webhook Service ports %+v, want 443 to the container port named webhook", webhookSvc.Spec.Ports)
+	}
+	if metricsSvc == nil || len(metricsSvc.Spec.Ports) != 1 || metricsSvc.Spec.Ports[0].TargetPort.String() != "metrics" {
+		t.Fatalf("metrics Service %+v, want one port to the container port named metrics", metricsSvc)
+	}
+
+	// The webhook configuration the controller keeps current.
+	mwc := as[admissionregistrationv1.MutatingWebhookConfiguration](t, r.get(t, "MutatingWebhookConfiguration", flags["webhook-configuration"]))
+	for _, wh := range mwc.Webhooks {
+		want := admissionregistrationv1.ServiceReference{Name: webhookSvc.Name, Namespace: r.namespace, Path: ptrTo(controllers.WebhookPath), Port: ptrTo[int32](443)}
+		if diff := cmp.Diff(&want, wh.ClientConfig.Service); diff != "" || wh.ClientConfig.URL != nil {
+			t.Errorf("webhook %s calls %+v (-want +got):\n%s", wh.Name, wh.ClientConfig, diff)
+		}
+		if len(wh.ClientConfig.CABundle) != 0 {
+			t.Errorf("webhook %s has a caBundle in the chart; the controller or cert-manager owns it", wh.Name)
+		}
+	}
+
+	// The webhook's certificate Secret: "<--webhook-service>-tls", written
+	// by the controller or by cert-manager.
+	secretName := flags["webhook-service"] + "-tls"
+	clusterRole := as[rbacv1.ClusterRole](t, r.get(t, "ClusterRole", ""))
+	mwcRules := slices.DeleteFunc(slices.Clone(clusterRole.Rules), func(rule rbacv1.PolicyRule) bool {
+		return !slices.Contains(rule.Resources, "mutatingwebhookconfigurations")
+	})
+	if dir, ok := flags["webhook-cert-dir"]; ok {
+		cert := r.get(t, "Certificate", "")
+		if got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); got != secretName {
+			t.Errorf("Certificate writes Secret %q, want %q", got, secretName)
+		}
+		v := volumeAt(t, tmpl.Spec, ctr, dir)
+		if v.Secret == nil || v.Secret.SecretName != secretName {
+			t.Errorf("--webhook-cert-dir=%s is not Secret %s: %+v", dir, secretName, v)
+		}
+		dnsNames, _, _ := unstructured.NestedStringSlice(cert.Object, "spec", "dnsNames")
+		if want := webhookSvc.Name + "." + r.namespace + ".svc"; !slices.Contains(dnsNames, want) {
+			t.Errorf("Certificate names %q, not the webhook Service's %s", dnsNames, want)
+		}
+		if got, want := mwc.Annotations["cert-manager.io/inject-ca-from"], r.namespace+"/"+cert.GetName(); got != want {
+			t.Errorf("cert-manager.io/inject-ca-from is %q, want %q", got, want)
+		}
+		issuerName, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+		if issuers := r.all("Issuer"); len(issuers) > 0 && (len(issuers) != 1 || issuers[0].GetName() != issuerName) {
+			t.Errorf("Certificate's issuer %q is not the rendered Issuer", issuerName)
+		}
+		if len(mwcRules) != 0 {
+			t.Errorf("with cert-manager the controller needs no access to webhook configurations: %+v", mwcRules)
+		}
+	} else {
+		if len(r.all("Certificate")) != 0 {
+			t.Error("a Certificate without --webhook-cert-dir")
+		}
+		want := []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+			ResourceNames: []string{mwc.Name}, Verbs: []string{"get", "patch"}}}
+		if diff := cmp.Diff(want, mwcRules); diff != "" {
+			t.Errorf("webhook configuration rule (-want +got):\n%s", diff)
+		}
+	}
+
+	// helm test: the Service's URL, the CA only, never the controller's
+	// Pods' labels.
+	var testPod *corev1.Pod
+	for _, u := range r.all("Pod") {
+		if u.GetAnnotations()["helm.sh/hook"] == "test" {
+			testPod = as[corev1.Pod](t, u)
+		}
+	}
+	if testPod == nil {
+		t.Fatal("no helm test Pod")
+	}
+	for _, u := range r.all("Service") {
+		if selects(&metav1.LabelSelector{MatchLabels: as[corev1.Service](t, u).Spec.Selector}, labels.Set(testPod.Labels)) {
+			t.Errorf("Service %s selects the helm test Pod", u.GetName())
+		}
+	}
+	check := containerNamed(t, testPod.Spec.Containers, "webhook-check")
+	checkFlags := parseFlags(t, check.Args[1:])
+	if want := "https://" + webhookSvc.Name + "." + r.namespace + ".svc:443" + controllers.WebhookPath; check.Args[0] != "webhook-check" || checkFlags["url"] != want {
+		t.Errorf("helm test runs %q, want webhook-check --url=%s", check.Args, want)
+	}
+	if check.Image != ctr.Image || !slices.Equal(check.Command, ctr.Command) {
+		t.Errorf("helm test runs %s %q, want the controller's %s %q", check.Image, check.Command, ctr.Image, ctr.Command)
+	}
+	caVol := volumeAt(t, testPod.Spec, check, path.Dir(checkFlags["ca-file"]))
+	wantCA := &corev1.SecretVolumeSource{SecretName: secretName, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: path.Base(checkFlags["ca-file"])}}}
+	if diff := cmp.Diff(wantCA, caVol.Secret); diff != "" {
+		t.Errorf("helm test's CA volume (-want +got): only ca.crt of the webhook's Secret:\n%s", diff)
+	}
+
+	// Identity and RBAC bindings.
+	sa := tmpl.Spec.ServiceAccountName
+	r.get(t, "ServiceAccount", sa)
+	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+		b := as[rbacv1.RoleBinding](t, r.get(t, kind, ""))
+		r.get(t, b.RoleRef.Kind, b.RoleRef.Name)
+		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: r.namespace}}
+		if diff := cmp.Diff(want, b.Subjects); diff != "" {
+			t.Errorf("%s subjects (-want +got):\n%s", kind, diff)
+		}
+	}
+
+	// Availability.
+	pdbs := r.all("PodDisruptionBudget")
+	switch replicas := *dep.Spec.Replicas; {
+	case replicas > 1 && len(pdbs) == 1:
+		pdb := as[policyv1.PodDisruptionBudget](t, pdbs[0])
+		if pdb.Spec.MinAvailable == nil || pdb.Spec.MinAvailable.IntValue() != 1 || !selects(pdb.Spec.Selector, podLabels) {
+			t.Errorf("PodDisruptionBudget %+v, want minAvailable 1 of the controller's Pods", pdb.Spec)
+		}
+	case replicas <= 1 && len(pdbs) == 0:
+	default:
+		t.Errorf("%d replicas and %d PodDisruptionBudgets; want one exactly when replicas > 1", replicas, len(pdbs))
+	}
+
+	// Prometheus Operator.
+	for _, sm := range r.all("ServiceMonitor") {
+		var sel metav1.LabelSelector
+		raw, _, _ := unstructured.NestedMap(sm.Object, "spec", "selector")
+		if err := yamlRoundTrip(raw, &sel); err != nil || !selects(&sel, labels.Set(metricsSvc.Labels)) || selects(&sel, labels.Set(webhookSvc.Labels)) {
+			t.Errorf("ServiceMonitor selects %+v, want the metrics Service only (%v)", sel, err)
+		}
+		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		if len(endpoints) != 1 || endpoints[0].(map[string]any)["port"] != metricsSvc.Spec.Ports[0].Name {
+			t.Errorf("ServiceMonitor endpoints %v, want the metrics Service's port %q", endpoints, metricsSvc.Spec.Ports[0].Name)
+		}
+	}
+
+	// The restricted Pod Security Standard (the dry run checks it too).
+	for _, p := range []struct {
+		spec corev1.PodSpec
+		c    *corev1.Container
+	}{{tmpl.Spec, ctr}, {testPod.Spec, check}} {
+		psc, sc := p.spec.SecurityContext, p.c.SecurityContext
+		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault ||
+			sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+			t.Errorf("container %s is not restricted: pod %+v, container %+v", p.c.Name, psc, sc)
+		}
+	}
+}
+
+// TestRBACMatchesGeneratedRole: the chart grants exactly what
+// config/rbac/role.yaml (generated from the code's markers) grants,
+// narrowed only where the code allows: the Lease in the release namespace,
+// the webhook configuration by name.
+func TestRBACMatchesGeneratedRole(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../config/rbac/role.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(raw, &generated); err != nil {
+		t.Fatal(err)
+	}
+	_, r := render(t, "minimal")
+	clusterRole := as[rbacv1.ClusterRole](t, r.get(t, "ClusterRole", ""))
+	role := as[rbacv1.Role](t, r.get(t, "Role", ""))
+	mwcName := r.get(t, "MutatingWebhookConfiguration", "").GetName()
+
+	want := grants(generated.Rules)
+	got := map[grant]string{} // how the chart grants it
+	for g, names := range grants(clusterRole.Rules) {
+		switch {
+		case len(names) == 0:
+			got[g] = "cluster-wide"
+		case g.resource == "mutatingwebhookconfigurations" && slices.Equal(names, []string{mwcName}):
+			got[g] = "by name"
+		default:
+			t.Errorf("ClusterRole grants %v only on %q", g, names)
+		}
+	}
+	for g, names := range grants(role.Rules) {
+		if g.resource != "leases" || len(names) != 0 {
+			t.Errorf("Role %s grants %v (%q); only leader election's Lease belongs there", role.Name, g, names)
+		}
+		got[g] = "in the release namespace"
+	}
+	for g := range want {
+		if _, ok := got[g]; !ok {
+			t.Errorf("the chart does not grant %v, which config/rbac/role.yaml does (the code needs it)", g)
+		}
+	}
+	for g, how := range got {
+		if _, ok := want[g]; !ok {
+			t.Errorf("the chart grants %v (%s), which config/rbac/role.yaml does not", g, how)
+		}
+	}
+}
+
+type grant struct{ group, resource, verb string }
+
+func grants(rules []rbacv1.PolicyRule) map[grant][]string {
+	out := map[grant][]string{}
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out[grant{g, res, v}] = append(out[grant{g, res, v}], r.ResourceNames...)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestWebhookMatchesGenerated: the chart's webhook is
+// config/webhook/manifests.yaml (generated from the code's marker) with
+// the scope of config/webhook/namespace_selector_patch.yaml; only where it
+// calls and its timeout differ.
+func TestWebhookMatchesGenerated(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../config/webhook/manifests.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var generated admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(raw, &generated); err != nil {
+		t.Fatal(err)
+	}
+	raw, err = os.ReadFile("../config/webhook/namespace_selector_patch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patch []struct {
+		Op, Path string
+		Value    metav1.LabelSelector
+	}
+	if err := yaml.UnmarshalStrict(raw, &patch); err != nil || len(patch) != 1 || patch[0].Path != "/webhooks/0/namespaceSelector" {
+		t.Fatalf("namespace_selector_patch.yaml: %v %+v", err, patch)
+	}
+	generated.Webhooks[0].NamespaceSelector = &patch[0].Value // its namespace is gatehouse-system, as releaseNS
+
+	_, r := render(t, "minimal")
+	chart := as[admissionregistrationv1.MutatingWebhookConfiguration](t, r.get(t, "MutatingWebhookConfiguration", ""))
+	if len(chart.Webhooks) != len(generated.Webhooks) {
+		t.Fatalf("chart has %d webhooks, the generated manifest %d", len(chart.Webhooks), len(generated.Webhooks))
+	}
+	for i := range chart.Webhooks {
+		got, want := chart.Webhooks[i].DeepCopy(), generated.Webhooks[i].DeepCopy()
+		if got.TimeoutSeconds == nil || *got.TimeoutSeconds != 10 {
+			t.Errorf("webhook %s timeoutSeconds %v, want the default 10", got.Name, got.TimeoutSeconds)
+		}
+		if got.ClientConfig.Service == nil || want.ClientConfig.Service == nil || *got.ClientConfig.Service.Path != *want.ClientConfig.Service.Path {
+			t.Errorf("webhook %s path differs: chart %+v, generated %+v", got.Name, got.ClientConfig, want.ClientConfig)
+		}
+		got.ClientConfig, want.ClientConfig = admissionregistrationv1.WebhookClientConfig{}, admissionregistrationv1.WebhookClientConfig{}
+		got.TimeoutSeconds = nil
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("webhook %s differs from config/webhook (-generated +chart):\n%s", got.Name, diff)
+		}
+	}
+}
+
+// parseFlags reads --name=value and --name arguments.
+func parseFlags(t *testing.T, args []string) map[string]string {
+	t.Helper()
+	flags := map[string]string{}
+	for _, a := range args {
+		name, value, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !strings.HasPrefix(a, "--") || name == "" {
+			t.Fatalf("argument %q is not --name[=value]", a)
+		}
+		if _, dup := flags[name]; dup {
+			t.Errorf("flag --%s given twice in %q", name, args)
+		}
+		flags[name] = value
+	}
+	return flags
+}
+
+func containerNamed(t *testing.T, cs []corev1.Container, name string) *corev1.Container {
+	t.Helper()
+	for i := range cs {
+		if cs[i].Name == name {
+			return &cs[i]
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return nil
+}
+
+// volumeAt returns the volume c mounts at dir.
+func volumeAt(t *testing.T, spec corev1.PodSpec, c *corev1.Container, dir string) *corev1.Volume {
+	t.Helper()
+	for _, m := range c.VolumeMounts {
+		if path.Clean(m.MountPath) != path.Clean(dir) {
+			continue
+		}
+		for i := range spec.Volumes {
+			if spec.Volumes[i].Name == m.Name {
+				return &spec.Volumes[i]
+			}
+		}
+	}
+	t.Fatalf("container %s mounts nothing at %s", c.Name, dir)
+	return nil
+}
+
+func selects(sel *metav1.LabelSelector, set labels.Set) bool {
+	s, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && sel != nil && !s.Empty() && s.Matches(set)
+}
+
+func yamlRoundTrip(in any, out any) error {
+	b, err := yaml.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return yaml.UnmarshalStrict(b, out)
+}
+
+func ptrTo[T any](v T) *T { return &v }

@@ -1,0 +1,189 @@
+{{/*
+The chart's name, overridable with nameOverride.
+*/}}
+{{- define "gatehouse.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified name every object starts with: the release name, with
+the chart's name appended unless the release name already contains it
+(`helm install gatehouse ...` gives "gatehouse"). Capped at 50 characters so
+that the longest derived name ("<fullname>-webhook-tls") stays within 63.
+*/}}
+{{- define "gatehouse.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Chart name and version, for the helm.sh/chart label.
+*/}}
+{{- define "gatehouse.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object.
+*/}}
+{{- define "gatehouse.labels" -}}
+helm.sh/chart: {{ include "gatehouse.chart" . }}
+{{ include "gatehouse.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: gatehouse
+{{- end }}
+
+{{/*
+Labels that select the release's objects. Each object adds its
+app.kubernetes.io/component.
+*/}}
+{{- define "gatehouse.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gatehouse.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Labels of the controller's Pods, which the Services and the
+PodDisruptionBudget select.
+*/}}
+{{- define "gatehouse.controllerSelectorLabels" -}}
+{{ include "gatehouse.selectorLabels" . }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{/*
+The controller's ServiceAccount.
+*/}}
+{{- define "gatehouse.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "gatehouse.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name: required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The image, by digest when image.digest is set, else by tag (default the
+chart's appVersion). The controller injects the same image as the sidecar.
+*/}}
+{{- define "gatehouse.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Names of the webhook's objects. The controller's self-made certificate
+lives in the Secret "<webhook Service>-tls" (--webhook-service); with
+cert-manager the Certificate writes the same Secret.
+*/}}
+{{- define "gatehouse.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{- define "gatehouse.webhookSecretName" -}}
+{{- printf "%s-tls" (include "gatehouse.webhookServiceName" .) }}
+{{- end }}
+
+{{- define "gatehouse.webhookConfigurationName" -}}
+{{- include "gatehouse.fullname" . }}
+{{- end }}
+
+{{- define "gatehouse.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{- define "gatehouse.configMapName" -}}
+{{- printf "%s-config" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{- define "gatehouse.certificateName" -}}
+{{- printf "%s-webhook" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{- define "gatehouse.issuerName" -}}
+{{- printf "%s-selfsigned" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{/*
+Where the controller reads its --config file and, with cert-manager, the
+webhook's certificate.
+*/}}
+{{- define "gatehouse.configDir" -}}
+/etc/gatehouse
+{{- end }}
+
+{{- define "gatehouse.webhookCertDir" -}}
+/etc/gatehouse-webhook-tls
+{{- end }}
+
+{{/*
+The identity providers as a JSON list: the "provider" shorthand (one
+provider, named "default" unless provider.name says otherwise) followed by
+the "providers" list, each entry exactly as the controller's --config file
+reads it. Fails with a message naming the value when the list is empty or a
+name is used twice.
+*/}}
+{{- define "gatehouse.providers" -}}
+{{- $all := list }}
+{{- $p := .Values.provider }}
+{{- if or $p.issuerURL $p.clientID $p.clientSecret.name }}
+{{- $one := dict "name" (default "default" $p.name) "issuerURL" (required "provider.issuerURL: required with the provider shorthand" $p.issuerURL) "clientID" (required "provider.clientID: required with the provider shorthand" $p.clientID) }}
+{{- if $p.clientSecret.name }}
+{{- $_ := set $one "clientSecretRef" (dict "name" $p.clientSecret.name "key" (default "client-secret" $p.clientSecret.key)) }}
+{{- end }}
+{{- range $key := list "scopes" "groupsClaim" "logoutRedirect" "allowedNamespaces" "sessionStore" }}
+{{- if hasKey $p $key }}
+{{- $_ := set $one $key (get $p $key) }}
+{{- end }}
+{{- end }}
+{{- $all = append $all $one }}
+{{- end }}
+{{- range .Values.providers }}
+{{- $all = append $all . }}
+{{- end }}
+{{- if not $all }}
+{{- fail "no identity provider: set provider.issuerURL, provider.clientID and provider.clientSecret.name, or list them under providers (see the chart's values.yaml)" }}
+{{- end }}
+{{- $seen := dict }}
+{{- range $all }}
+{{- if hasKey $seen .name }}
+{{- fail (printf "providers: the name %q is used twice (the provider shorthand is named %q)" .name (default "default" $p.name)) }}
+{{- end }}
+{{- $_ := set $seen .name true }}
+{{- end }}
+{{- toJson $all }}
+{{- end }}
+
+{{/*
+The controller's --config file (controllers.FileConfig): the providers and
+the defaults every annotated Ingress starts from. defaults.provider falls
+back to the first provider, so `gatehouse.dev/enabled: "true"` alone works.
+*/}}
+{{- define "gatehouse.fileConfig" -}}
+{{- $providers := include "gatehouse.providers" . | fromJsonArray }}
+{{- $names := list }}
+{{- range $providers }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- $default := default (first $names) .Values.defaults.provider }}
+{{- if not (has $default $names) }}
+{{- fail (printf "defaults.provider: %q is not a configured provider (known: %s)" $default (join ", " $names)) }}
+{{- end }}
+{{- $defaults := dict "provider" $default "pathPrefix" .Values.defaults.pathPrefix }}
+{{- with .Values.defaults.sidecar.resources }}
+{{- $_ := set $defaults "sidecar" (dict "resources" .) }}
+{{- end }}
+{{- toYaml (dict "providers" $providers "defaults" $defaults) }}
+{{- end }}
