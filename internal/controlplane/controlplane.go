@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -48,16 +49,46 @@ type ControlPlane struct {
 }
 
 // Binaries builds (once per machine) and returns the directory of the
-// control plane binaries.
+// control plane binaries. A build that takes a while reports its time to
+// progress every half minute.
 func Binaries(root string, progress io.Writer) (string, error) {
+	progress = &lockedWriter{w: progress}
 	cmd := exec.Command(filepath.Join(root, "hack", "envtest-binaries.sh"))
 	cmd.Dir = root
 	cmd.Stderr = progress
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		start := time.Now()
+		tick := time.NewTicker(30 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+				fmt.Fprintf(progress, "    still building the control plane binaries (%s so far)\n", time.Since(start).Round(time.Second))
+			}
+		}
+	}()
 	out, err := cmd.Output()
 	if err != nil {
 		return "", fmt.Errorf("hack/envtest-binaries.sh: %w", err)
 	}
 	return strings.TrimSpace(string(out)), nil
+}
+
+// lockedWriter lets the build's output and the progress ticker share one
+// writer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // Start builds the binaries if needed and starts the control plane.
