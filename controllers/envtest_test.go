@@ -402,6 +402,31 @@ func TestWebhookScope(t *testing.T) {
 	}).WithTimeout(wait).Should(gomega.Succeed())
 }
 
+// TestWebhookScopeFromConfiguration: a namespace that the webhook
+// configuration's namespaceSelector leaves out (an exclusion only the
+// configuration knows) gets an UnprotectedPods Warning, and its Pods are
+// neither injected nor evicted for a sidecar they can never get.
+func TestWebhookScopeFromConfiguration(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, map[string]string{extraScopeLabel: "outside"})
+	create(t, service(ns, "app", intstr.FromString("http")))
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "bare", Namespace: ns, Labels: map[string]string{"app": "app"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}}
+	create(t, pod)
+	create(t, ingress(ns, "app", map[string]string{controllers.AnnEnabled: "true"}, []string{"a.example.com"}, "app"))
+	g := gomega.NewWithT(t)
+	g.Eventually(func() []string { return warnings(t, g, ns, "app") }).WithTimeout(wait).
+		Should(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonUnprotectedPods + ": namespace " + ns + " is outside the webhook's scope")))
+	g.Consistently(func() []corev1.Pod { return pods(t, g, ns, "app") }).WithTimeout(3*time.Second).
+		Should(gomega.ConsistOf(gomega.HaveField("UID", pod.UID)), "the Pod was evicted")
+	again := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "again", Namespace: ns, Labels: map[string]string{"app": "app"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}}
+	create(t, again)
+	if sidecarOf(again) != nil {
+		t.Error("the webhook injected into a namespace its configuration leaves out")
+	}
+}
+
 type policyPDB struct{ ns string }
 
 // TestBackendsHostsAndWorkloads: several hosts, several backends, the

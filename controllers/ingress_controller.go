@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -42,6 +44,9 @@ type IngressReconciler struct {
 	resolver  *resolver
 	recorder  events.EventRecorder
 	metrics   *metrics
+	// webhookName is the MutatingWebhookConfiguration whose
+	// namespaceSelector decides which namespaces the webhook sees.
+	webhookName string
 
 	mu        sync.Mutex // guards evictions
 	evictions map[types.NamespacedName]time.Time
@@ -98,7 +103,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	} else if excluded {
 		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonUnprotectedPods, "Reconcile",
-			"namespace %s is outside the webhook's scope (gatehouse.dev/injection=disabled, kube-system or Gatehouse's own), so its Pods cannot get the sidecar", ing.Namespace)
+			"namespace %s is outside the webhook's scope (kube-system, Gatehouse's own, gatehouse.dev/injection=disabled, or not matched by the namespaceSelector of MutatingWebhookConfiguration %s), so its Pods cannot get the sidecar", ing.Namespace, r.webhookName)
 		return ctrl.Result{}, nil
 	}
 	if others, err := r.conflicts(ctx, &ing, res); err != nil {
@@ -255,7 +260,11 @@ func newCookieSecret() []byte {
 }
 
 // excludedNamespace reports whether the webhook never sees ns, so Pods
-// there cannot be protected (and must not be evicted for it).
+// there cannot be protected (and must not be evicted for it): kube-system,
+// the controller's own namespace, the opt-out label, and whatever else the
+// webhook configuration's namespaceSelector leaves out (the chart's extra
+// exclusions). The configuration is read on every call, as the API server
+// would apply it; when it cannot be read, the built-in rules decide.
 func (r *IngressReconciler) excludedNamespace(ctx context.Context, ns string) (bool, error) {
 	if ns == "kube-system" || ns == r.resolver.namespace {
 		return true, nil
@@ -264,7 +273,31 @@ func (r *IngressReconciler) excludedNamespace(ctx context.Context, ns string) (b
 	if err := r.apiReader.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
 		return false, client.IgnoreNotFound(err)
 	}
-	return n.Labels[NamespaceInjectionLabel] == "disabled", nil
+	if n.Labels[NamespaceInjectionLabel] == "disabled" {
+		return true, nil
+	}
+	if r.webhookName == "" {
+		return false, nil
+	}
+	var wh admissionv1.MutatingWebhookConfiguration
+	if err := r.apiReader.Get(ctx, client.ObjectKey{Name: r.webhookName}, &wh); err != nil {
+		ctrl.LoggerFrom(ctx).V(1).Info("Webhook configuration unreadable; its namespaceSelector is not applied", "webhook", r.webhookName, "error", err.Error())
+		return false, nil
+	}
+	for _, w := range wh.Webhooks {
+		if w.Name != WebhookName || w.NamespaceSelector == nil {
+			continue
+		}
+		sel, err := metav1.LabelSelectorAsSelector(w.NamespaceSelector)
+		if err != nil {
+			return false, fmt.Errorf("namespaceSelector of %s: %w", r.webhookName, err)
+		}
+		// The API server labels every namespace with its name.
+		nsLabels := labels.Set{corev1.LabelMetadataName: n.Name}
+		maps.Copy(nsLabels, n.Labels)
+		return !sel.Matches(nsLabels), nil
+	}
+	return false, nil
 }
 
 // disable handles an Ingress without gatehouse.dev/enabled: "true": its

@@ -95,11 +95,12 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		image:     cfg.SidecarImage,
 	}
 	rec := &IngressReconciler{
-		client:    mgr.GetClient(),
-		apiReader: mgr.GetAPIReader(),
-		resolver:  res,
-		recorder:  mgr.GetEventRecorder("gatehouse"),
-		metrics:   m,
+		client:      mgr.GetClient(),
+		apiReader:   mgr.GetAPIReader(),
+		resolver:    res,
+		recorder:    mgr.GetEventRecorder("gatehouse"),
+		metrics:     m,
+		webhookName: cfg.WebhookConfiguration,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("register ingress reconciler: %w", err)

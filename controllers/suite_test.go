@@ -36,8 +36,10 @@ var (
 )
 
 const (
-	sidecarImage   = "gatehouse:test"
-	providerSecret = "s3cret-from-the-platform-team"
+	// extraScopeLabel=outside keeps a namespace away from the webhook.
+	extraScopeLabel = "gatehouse.test/scope"
+	sidecarImage    = "gatehouse:test"
+	providerSecret  = "s3cret-from-the-platform-team"
 )
 
 func TestMain(m *testing.M) {
@@ -133,6 +135,7 @@ defaults:
 	ccfg := controllers.DefaultConfig()
 	ccfg.ConfigFile = "unused"
 	ccfg.SidecarImage = sidecarImage
+	ccfg.WebhookConfiguration = webhooks[0].Name
 	ccfg.Namespace = managerNS
 	ccfg.LeaderElect = false
 	ccfg.MetricsAddress = "127.0.0.1:0"
@@ -180,6 +183,9 @@ func scopedWebhooks(path string) ([]*admissionv1.MutatingWebhookConfiguration, e
 			wh.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", managerNS}},
 				{Key: controllers.NamespaceInjectionLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"disabled"}},
+				// An exclusion of the chart's webhook.namespaceSelector
+				// kind, which only the configuration knows.
+				{Key: extraScopeLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"outside"}},
 			}}
 		}
 		out = append(out, &wh)

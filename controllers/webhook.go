@@ -25,6 +25,9 @@ import (
 // WebhookPath is where the Pod mutating webhook is served.
 const WebhookPath = "/mutate-v1-pod"
 
+// WebhookName is the webhook's name in its MutatingWebhookConfiguration.
+const WebhookName = "pods.gatehouse.dev"
+
 // PodInjector is the mutating admission webhook for Pods: at creation it
 // injects the sidecar of the enabled Ingress whose backend Service selects
 // the Pod. It decides from the manager's cache and never writes anything
