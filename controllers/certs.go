@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -276,8 +277,18 @@ func (c *certManager) patchCABundle(ctx context.Context, ca []byte) error {
 			cc.CABundle = ca
 			changed = true
 		}
-		if c.url != "" && (cc.URL == nil || *cc.URL != c.url) {
+		switch {
+		case c.url != "" && (cc.URL == nil || *cc.URL != c.url):
 			cc.URL, cc.Service = &c.url, nil
+			changed = true
+		case c.url == "" && cc.URL != nil:
+			// A controller run earlier with --webhook-url left the
+			// configuration pointing at it; in the cluster, the Service
+			// is the way in again.
+			cc.URL = nil
+			cc.Service = &admissionv1.ServiceReference{
+				Namespace: c.namespace, Name: c.service, Path: ptr.To(WebhookPath), Port: ptr.To[int32](443),
+			}
 			changed = true
 		}
 	}

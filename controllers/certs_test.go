@@ -132,6 +132,20 @@ func TestWebhookCertificateURL(t *testing.T) {
 	if string(cc.CABundle) != string(s.Data["ca.crt"]) {
 		t.Error("caBundle is not the CA")
 	}
+
+	// Back in the cluster (no URL), the Service is the way in again.
+	opts.URL = ""
+	if err := controllers.SyncWebhookCertificate(t.Context(), k8s, k8s, opts, logr.Discard()); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Get(t.Context(), client.ObjectKey{Name: whName}, &wh); err != nil {
+		t.Fatal(err)
+	}
+	cc = wh.Webhooks[0].ClientConfig
+	if cc.URL != nil || cc.Service == nil || cc.Service.Name != "gatehouse-webhook" || cc.Service.Namespace != ns ||
+		ptr.Deref(cc.Service.Path, "") != controllers.WebhookPath || ptr.Deref(cc.Service.Port, 0) != 443 {
+		t.Errorf("clientConfig = url %v, service %+v; want the Service gatehouse-webhook in %s again", cc.URL, cc.Service, ns)
+	}
 }
 
 // createIdleWebhook creates a webhook configuration for the Service

@@ -67,7 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.WebhookCertDir, "webhook-cert-dir", c.WebhookCertDir, "`directory` with tls.crt and tls.key for the webhook; empty makes and rotates a self-signed certificate and keeps the webhook's caBundle current")
 	fs.StringVar(&c.WebhookService, "webhook-service", c.WebhookService, "`name` of the webhook's Service, for the self-made certificate's names")
 	fs.StringVar(&c.WebhookConfiguration, "webhook-configuration", c.WebhookConfiguration, "`name` of the MutatingWebhookConfiguration whose caBundle the controller keeps current with a self-made certificate")
-	fs.StringVar(&c.WebhookURL, "webhook-url", c.WebhookURL, "https `URL` at which the API server reaches the webhook when the controller runs outside the cluster (development only); the self-made certificate covers its host and the webhook configuration is pointed at it instead of the Service, so reinstall the chart afterwards")
+	fs.StringVar(&c.WebhookURL, "webhook-url", c.WebhookURL, "https `URL` at which the API server reaches the webhook when the controller runs outside the cluster (development only); the self-made certificate covers its host and the webhook configuration is pointed at it instead of the Service; a controller started later without the flag points it back at the Service")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", c.MetricsAddress, "`address` of Prometheus metrics")
 	fs.StringVar(&c.HealthAddress, "health-address", c.HealthAddress, "`address` of /healthz and /readyz")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "one active replica at a time")

@@ -70,8 +70,8 @@ func runController(ctx context.Context, args []string, env func(string) (string,
 	opts := controllers.Options{RESTConfig: restConfig, Log: logger}
 	// A controller reached at a loopback --webhook-url serves only there.
 	if u, err := url.Parse(cfg.WebhookURL); err == nil && cfg.WebhookURL != "" {
-		if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsLoopback() {
-			opts.WebhookHost = ip.String()
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
+			opts.WebhookHost = u.Hostname()
 		}
 	}
 	return controllers.Run(ctx, cfg, opts)
