@@ -86,6 +86,8 @@ func TestBrowserDemo(t *testing.T) {
 			chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), user),
 			chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), password),
 			chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
+			// The IdP's page has an h1 too: first leave it.
+			b.waitLocation("the app", func(loc string) bool { return hostOf(loc) == app.Host }),
 			chromedp.WaitVisible(chromedp.CSS(`h1`)),
 		)
 	}
@@ -184,6 +186,27 @@ func (b *browser) screenshot(name string) chromedp.Action[chromedp.Void] {
 		}
 		b.step++
 		return os.WriteFile(filepath.Join(b.shots, fmt.Sprintf("%02d-%s.png", b.step, name)), png, 0o644)
+	})
+}
+
+// waitLocation waits until the page's address satisfies ok (what names it
+// for the error).
+func (b *browser) waitLocation(what string, ok func(string) bool) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, tgt *chromedp.Target) error {
+		for {
+			loc, err := chromedp.Location()(ctx, tgt)
+			if err != nil {
+				return err
+			}
+			if ok(loc) {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("waiting for %s, still at %s: %w", what, loc, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
 	})
 }
 
@@ -315,7 +338,8 @@ func TestBrowserSecureCookies(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), idp.DemoUser),
 		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), idp.DemoPassword),
 		chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
-		chromedp.WaitReady(chromedp.CSS(`body`)),
+		b.waitLocation(base+"/private/page", func(loc string) bool { return loc == base+"/private/page" }),
+		chromedp.WaitVisible(chromedp.CSS(`body`)),
 		b.screenshot("signed-in"),
 	)
 	if loc := b.get("location", chromedp.Location()); loc != base+"/private/page" {

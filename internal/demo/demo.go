@@ -84,10 +84,11 @@ type Demo struct {
 	// Dir holds the processes' logs.
 	Dir string
 
-	opts  Options
-	cp    *controlplane.ControlPlane
-	k8s   client.Client
-	procs []*process
+	opts    Options
+	cp      *controlplane.ControlPlane
+	k8s     client.Client
+	procs   []*process
+	closers []io.Closer
 }
 
 // Start brings the demo up, step by step, and returns once the sidecar is
@@ -138,6 +139,7 @@ func (d *Demo) start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	d.closers = append(d.closers, idpLog)
 	d.IdP, err = idp.Launch(idp.Options{
 		Port:                   opts.IdPPort,
 		ClientID:               clientID,
@@ -447,6 +449,9 @@ func (d *Demo) Stop() error {
 	}
 	if d.IdP != nil {
 		errs = append(errs, d.IdP.Stop())
+	}
+	for _, c := range d.closers {
+		errs = append(errs, c.Close())
 	}
 	if d.cp != nil {
 		errs = append(errs, d.cp.Stop())
