@@ -46,7 +46,7 @@ helm: ## Build helm (pinned in hack/helm.sh) into bin/tools (cached per machine)
 
 .PHONY: chart
 chart: ## Lint charts/gatehouse and check its golden renderings (rewrite them: go test ./charts -run TestGolden -update)
-	go test ./charts -count=1 -run '^Test(Lint|Golden|SchemaRejects|SchemaMatchesFileConfig|Wiring|RBACMatchesGeneratedRole|WebhookMatchesGenerated)$$'
+	go test ./charts -count=1 -run '^Test(Lint|Golden|SchemaRejects|SchemaMatchesFileConfig|Notes|Wiring|RBACMatchesGeneratedRole|WebhookMatchesGenerated)$$'
 
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate RBAC and webhook manifests into config/ from code markers

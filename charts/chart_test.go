@@ -95,6 +95,13 @@ func TestSchemaRejects(t *testing.T) {
 		{"shorthand without client id", "provider:\n  issuerURL: https://login.example.com\n", "provider.clientID: required"},
 		{"unknown default provider", provider + "defaults:\n  provider: nope\n", `defaults.provider: "nope" is not a configured provider (known: corp)`},
 		{"provider twice", provider + "provider:\n  name: corp\n  issuerURL: https://login.example.com\n  clientID: x\n", `the name "corp" is used twice`},
+		// The selector labels, which the Services and the
+		// PodDisruptionBudget select the controller by. (Refused by
+		// property, not propertyNames, whose errors helm reports at a
+		// random location.)
+		{"pod label app.kubernetes.io/name", provider + "podLabels:\n  app.kubernetes.io/name: shop\n", "at '/podLabels/app.kubernetes.io~1name'"},
+		{"pod label app.kubernetes.io/instance", provider + "podLabels:\n  app.kubernetes.io/instance: shop\n", "at '/podLabels/app.kubernetes.io~1instance'"},
+		{"pod label app.kubernetes.io/component", provider + "podLabels:\n  app.kubernetes.io/component: web\n", "at '/podLabels/app.kubernetes.io~1component'"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,6 +113,52 @@ func TestSchemaRejects(t *testing.T) {
 			_, err := helm(t, "template", releaseName, chartDir, "--namespace", releaseNS, "-f", file)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("helm template with\n%s\nerr = %v\nwant an error containing %q", tc.values, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestNotes: what helm install prints names the namespaces the webhook
+// never covers, webhook.namespaceSelector.matchExpressions included, and
+// warns when the release namespace is default, whose apps cannot be
+// protected.
+func TestNotes(t *testing.T) {
+	t.Parallel()
+	const selector = `and namespaces not matching the label selector "example.com/tenant".`
+	tests := []struct {
+		name, set, namespace string
+		want, dontWant       []string
+	}{
+		{"minimal", "minimal", releaseNS,
+			[]string{"It never covers kube-system,\ngatehouse-system or namespaces labelled gatehouse.dev/injection=disabled.\n"},
+			[]string{"WARNING", "not matching"}},
+		{"namespace selector", "production", releaseNS,
+			[]string{"It never covers kube-system,\ngatehouse-system, monitoring, cert-manager, namespaces labelled gatehouse.dev/injection=disabled\n" + selector},
+			[]string{"WARNING"}},
+		{"default namespace", "minimal", "default",
+			[]string{"WARNING: the webhook never covers the release namespace, so apps in namespace\ndefault cannot be protected.", "--namespace gatehouse-system"},
+			nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			out, err := helm(t, "install", releaseName, chartDir, "--dry-run=client", "--namespace", tc.namespace, "-f", valuesFile(tc.set))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, notes, ok := strings.Cut(out, "\nNOTES:\n")
+			if !ok {
+				t.Fatalf("helm install --dry-run printed no NOTES:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(notes, w) {
+					t.Errorf("NOTES lack %q:\n%s", w, notes)
+				}
+			}
+			for _, w := range tc.dontWant {
+				if strings.Contains(notes, w) {
+					t.Errorf("NOTES hold %q:\n%s", w, notes)
+				}
 			}
 		})
 	}
@@ -204,6 +257,8 @@ func checkWiring(t *testing.T, r rendered) {
 			}
 		}
 	}
+	hooks := r.only(true) // helm test's objects
+	r = r.only(false)     // what helm install creates
 
 	dep := as[appsv1.Deployment](t, r.get(t, "Deployment", ""))
 	tmpl := dep.Spec.Template
@@ -312,10 +367,12 @@ func checkWiring(t *testing.T, r rendered) {
 	// The webhook's certificate Secret: "<--webhook-service>-tls", written
 	// by the controller or by cert-manager.
 	secretName := flags["webhook-service"] + "-tls"
-	clusterRole := as[rbacv1.ClusterRole](t, r.get(t, "ClusterRole", ""))
-	mwcRules := slices.DeleteFunc(slices.Clone(clusterRole.Rules), func(rule rbacv1.PolicyRule) bool {
-		return !slices.Contains(rule.Resources, "mutatingwebhookconfigurations")
-	})
+	// The controller gets its webhook configuration by name in every mode
+	// (for its namespaceSelector), and patches its caBundle unless
+	// cert-manager's cainjector does.
+	rbacCreated := len(r.all("ClusterRole")) > 0
+	wantMWCRule := rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+		ResourceNames: []string{mwc.Name}, Verbs: []string{"get", "patch"}}
 	if dir, ok := flags["webhook-cert-dir"]; ok {
 		cert := r.get(t, "Certificate", "")
 		if got, _, _ := unstructured.NestedString(cert.Object, "spec", "secretName"); got != secretName {
@@ -336,31 +393,24 @@ func checkWiring(t *testing.T, r rendered) {
 		if issuers := r.all("Issuer"); len(issuers) > 0 && (len(issuers) != 1 || issuers[0].GetName() != issuerName) {
 			t.Errorf("Certificate's issuer %q is not the rendered Issuer", issuerName)
 		}
-		if len(mwcRules) != 0 {
-			t.Errorf("with cert-manager the controller needs no access to webhook configurations: %+v", mwcRules)
-		}
-	} else {
-		if len(r.all("Certificate")) != 0 {
-			t.Error("a Certificate without --webhook-cert-dir")
-		}
-		want := []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
-			ResourceNames: []string{mwc.Name}, Verbs: []string{"get", "patch"}}}
-		if diff := cmp.Diff(want, mwcRules); diff != "" {
+		wantMWCRule.Verbs = []string{"get"}
+	} else if len(r.all("Certificate")) != 0 {
+		t.Error("a Certificate without --webhook-cert-dir")
+	}
+	if rbacCreated {
+		clusterRole := as[rbacv1.ClusterRole](t, r.get(t, "ClusterRole", ""))
+		mwcRules := slices.DeleteFunc(slices.Clone(clusterRole.Rules), func(rule rbacv1.PolicyRule) bool {
+			return !slices.Contains(rule.Resources, "mutatingwebhookconfigurations")
+		})
+		if diff := cmp.Diff([]rbacv1.PolicyRule{wantMWCRule}, mwcRules); diff != "" {
 			t.Errorf("webhook configuration rule (-want +got):\n%s", diff)
 		}
 	}
 
-	// helm test: the Service's URL, the CA only, never the controller's
-	// Pods' labels.
-	var testPod *corev1.Pod
-	for _, u := range r.all("Pod") {
-		if u.GetAnnotations()["helm.sh/hook"] == "test" {
-			testPod = as[corev1.Pod](t, u)
-		}
-	}
-	if testPod == nil {
-		t.Fatal("no helm test Pod")
-	}
+	// helm test: the Service's URL, never the controller's Pods' labels,
+	// and the caBundle of the webhook configuration (or, without the
+	// chart's RBAC, the CA of the webhook's Secret).
+	testPod := as[corev1.Pod](t, hooks.get(t, "Pod", ""))
 	for _, u := range r.all("Service") {
 		if selects(&metav1.LabelSelector{MatchLabels: as[corev1.Service](t, u).Spec.Selector}, labels.Set(testPod.Labels)) {
 			t.Errorf("Service %s selects the helm test Pod", u.GetName())
@@ -374,22 +424,24 @@ func checkWiring(t *testing.T, r rendered) {
 	if check.Image != ctr.Image || !slices.Equal(check.Command, ctr.Command) {
 		t.Errorf("helm test runs %s %q, want the controller's %s %q", check.Image, check.Command, ctr.Image, ctr.Command)
 	}
-	caVol := volumeAt(t, testPod.Spec, check, path.Dir(checkFlags["ca-file"]))
-	wantCA := &corev1.SecretVolumeSource{SecretName: secretName, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: path.Base(checkFlags["ca-file"])}}}
-	if diff := cmp.Diff(wantCA, caVol.Secret); diff != "" {
-		t.Errorf("helm test's CA volume (-want +got): only ca.crt of the webhook's Secret:\n%s", diff)
-	}
+	checkTestHooks(t, hooks, testPod, check, checkFlags, mwc.Name, secretName, rbacCreated && len(r.all("ServiceAccount")) > 0)
 
 	// Identity and RBAC bindings.
 	sa := tmpl.Spec.ServiceAccountName
-	r.get(t, "ServiceAccount", sa)
-	for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
-		b := as[rbacv1.RoleBinding](t, r.get(t, kind, ""))
-		r.get(t, b.RoleRef.Kind, b.RoleRef.Name)
-		want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: r.namespace}}
-		if diff := cmp.Diff(want, b.Subjects); diff != "" {
-			t.Errorf("%s subjects (-want +got):\n%s", kind, diff)
+	if len(r.all("ServiceAccount")) > 0 {
+		r.get(t, "ServiceAccount", sa)
+	}
+	if rbacCreated {
+		for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+			b := as[rbacv1.RoleBinding](t, r.get(t, kind, ""))
+			r.get(t, b.RoleRef.Kind, b.RoleRef.Name)
+			want := []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: r.namespace}}
+			if diff := cmp.Diff(want, b.Subjects); diff != "" {
+				t.Errorf("%s subjects (-want +got):\n%s", kind, diff)
+			}
 		}
+	} else if n := len(r.all("Role")) + len(r.all("RoleBinding")) + len(r.all("ClusterRoleBinding")); n > 0 {
+		t.Errorf("%d RBAC objects without a ClusterRole; want all or none", n)
 	}
 
 	// Availability.
@@ -432,10 +484,85 @@ func checkWiring(t *testing.T, r rendered) {
 	}
 }
 
+// checkTestHooks checks helm test's objects. With the chart's RBAC and
+// ServiceAccounts (withRBAC), the test Pod runs as a ServiceAccount of its
+// own that may only get the webhook configuration, and trusts only its
+// caBundle; all of them are test hooks, the RBAC created before the Pod.
+// Otherwise the Pod alone trusts ca.crt of the webhook's Secret.
+func checkTestHooks(t *testing.T, hooks rendered, pod *corev1.Pod, check *corev1.Container, flags map[string]string, mwcName, secretName string, withRBAC bool) {
+	t.Helper()
+	weight := func(o metav1.Object) int {
+		s, ok := o.GetAnnotations()["helm.sh/hook-weight"]
+		if !ok {
+			return 0
+		}
+		w, err := strconv.Atoi(s)
+		if err != nil {
+			t.Errorf("%s: helm.sh/hook-weight: %v", o.GetName(), err)
+		}
+		return w
+	}
+	for _, o := range hooks.objs {
+		a := o.GetAnnotations()
+		if a["helm.sh/hook"] != "test" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
+			t.Errorf("hook %s %s has annotations %v, want a test hook deleted before the next run and once it passed", o.GetKind(), o.GetName(), a)
+		}
+		if o.GetKind() != "Pod" && weight(o) >= weight(pod) {
+			t.Errorf("hook %s %s has weight %d, not below the test Pod's %d: helm would not create it first", o.GetKind(), o.GetName(), weight(o), weight(pod))
+		}
+	}
+	if !withRBAC {
+		if _, ok := flags["webhook-configuration"]; ok || len(hooks.objs) != 1 {
+			t.Errorf("without the chart's RBAC helm test runs %q with %d hooks; want --ca-file and the Pod alone", check.Args, len(hooks.objs))
+		}
+		if pod.Spec.AutomountServiceAccountToken == nil || *pod.Spec.AutomountServiceAccountToken {
+			t.Error("the helm test Pod mounts a token it does not use")
+		}
+		caVol := volumeAt(t, pod.Spec, check, path.Dir(flags["ca-file"]))
+		wantCA := &corev1.SecretVolumeSource{SecretName: secretName, Items: []corev1.KeyToPath{{Key: "ca.crt", Path: path.Base(flags["ca-file"])}}}
+		if diff := cmp.Diff(wantCA, caVol.Secret); diff != "" {
+			t.Errorf("helm test's CA volume (-want +got): only ca.crt of the webhook's Secret:\n%s", diff)
+		}
+		return
+	}
+	if _, ok := flags["ca-file"]; ok || flags["webhook-configuration"] != mwcName {
+		t.Errorf("helm test runs %q, want --webhook-configuration=%s and no --ca-file", check.Args, mwcName)
+	}
+	if len(pod.Spec.Volumes) != 0 || len(check.VolumeMounts) != 0 {
+		t.Errorf("helm test mounts %+v; it needs no volume besides its token", pod.Spec.Volumes)
+	}
+	if pod.Spec.AutomountServiceAccountToken == nil || !*pod.Spec.AutomountServiceAccountToken {
+		t.Error("the helm test Pod does not mount its ServiceAccount's token")
+	}
+	sa := as[corev1.ServiceAccount](t, hooks.get(t, "ServiceAccount", pod.Spec.ServiceAccountName))
+	if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+		t.Errorf("helm test's ServiceAccount %s lends its token to any Pod; want automountServiceAccountToken: false", sa.Name)
+	}
+	role := as[rbacv1.ClusterRole](t, hooks.get(t, "ClusterRole", ""))
+	want := []rbacv1.PolicyRule{{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
+		ResourceNames: []string{mwcName}, Verbs: []string{"get"}}}
+	if diff := cmp.Diff(want, role.Rules); diff != "" {
+		t.Errorf("helm test's ClusterRole %s grants more or less than get on the webhook configuration (-want +got):\n%s", role.Name, diff)
+	}
+	b := as[rbacv1.ClusterRoleBinding](t, hooks.get(t, "ClusterRoleBinding", ""))
+	wantBinding := rbacv1.ClusterRoleBinding{RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa.Name, Namespace: hooks.namespace}}}
+	if diff := cmp.Diff(wantBinding.RoleRef, b.RoleRef); diff != "" {
+		t.Errorf("helm test's ClusterRoleBinding roleRef (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(wantBinding.Subjects, b.Subjects); diff != "" {
+		t.Errorf("helm test's ClusterRoleBinding subjects (-want +got):\n%s", diff)
+	}
+	if len(hooks.objs) != 4 {
+		t.Errorf("%d helm test hooks, want the Pod, its ServiceAccount, ClusterRole and ClusterRoleBinding", len(hooks.objs))
+	}
+}
+
 // TestRBACMatchesGeneratedRole: the chart grants exactly what
 // config/rbac/role.yaml (generated from the code's markers) grants,
 // narrowed only where the code allows: the Lease in the release namespace,
-// the webhook configuration by name.
+// the webhook configuration by name, and only read with cert-manager, whose
+// cainjector (not the controller) patches its caBundle.
 func TestRBACMatchesGeneratedRole(t *testing.T) {
 	t.Parallel()
 	raw, err := os.ReadFile("../config/rbac/role.yaml")
@@ -446,12 +573,28 @@ func TestRBACMatchesGeneratedRole(t *testing.T) {
 	if err := yaml.UnmarshalStrict(raw, &generated); err != nil {
 		t.Fatal(err)
 	}
-	_, r := render(t, "minimal")
+	for _, set := range []string{"minimal", "cert-manager"} {
+		t.Run(set, func(t *testing.T) {
+			t.Parallel()
+			want := grants(generated.Rules)
+			if set == "cert-manager" {
+				delete(want, grant{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"})
+			}
+			_, r := render(t, set)
+			checkGrants(t, r.only(false), want)
+		})
+	}
+}
+
+// checkGrants checks that the release's roles grant exactly want, the
+// ClusterRole cluster-wide except on the webhook configuration, and the
+// Role only the leader-election Lease.
+func checkGrants(t *testing.T, r rendered, want map[grant][]string) {
+	t.Helper()
 	clusterRole := as[rbacv1.ClusterRole](t, r.get(t, "ClusterRole", ""))
 	role := as[rbacv1.Role](t, r.get(t, "Role", ""))
 	mwcName := r.get(t, "MutatingWebhookConfiguration", "").GetName()
 
-	want := grants(generated.Rules)
 	got := map[grant]string{} // how the chart grants it
 	for g, names := range grants(clusterRole.Rules) {
 		switch {
@@ -476,7 +619,7 @@ func TestRBACMatchesGeneratedRole(t *testing.T) {
 	}
 	for g, how := range got {
 		if _, ok := want[g]; !ok {
-			t.Errorf("the chart grants %v (%s), which config/rbac/role.yaml does not", g, how)
+			t.Errorf("the chart grants %v (%s), which the controller does not need here (config/rbac/role.yaml)", g, how)
 		}
 	}
 }

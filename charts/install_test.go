@@ -85,7 +85,9 @@ func TestDryRun(t *testing.T) {
 // with only what running outside the cluster needs changed: the config file
 // comes from the installed ConfigMap, the addresses are loopback ports, and
 // --webhook-url points the webhook at the process, since the API server
-// cannot reach a Service without a Pod network.
+// cannot reach a Service without a Pod network. helm test's command runs
+// likewise, as the test's ServiceAccount with the release's hook RBAC: it
+// fails before the controller set the caBundle and passes after.
 func TestInstall(t *testing.T) {
 	t.Parallel()
 	// go test -count=N runs again on the same control plane: names of
@@ -168,6 +170,23 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// 0. helm test's check before the controller ran: the webhook has no
+	// caBundle yet, so it must fail, as the test's own ServiceAccount with
+	// only the chart's hook RBAC. helm install leaves hooks out, and helm
+	// test needs a kubelet, so create the release's test RBAC as helm test
+	// would and run the test Pod's command here.
+	testPod, testKubeconfig := installTestHooks(t, c, release, onCluster)
+	check := containerNamed(t, testPod.Spec.Containers, "webhook-check")
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(binDir, "gatehouse")
+	checkArgs := append(slices.Clone(check.Args), "--kubeconfig="+testKubeconfig)
+	out, err := exec.CommandContext(ctx, bin, checkArgs...).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the API server has no CA for the webhook yet") {
+		t.Fatalf("gatehouse %s before the controller set the caBundle: %v, want a failure that says so\n%s", strings.Join(checkArgs, " "), err, out)
+	}
+
 	// 1. What the controller does first at start without --webhook-url,
 	// with the chart's names and only its ServiceAccount's rights: make the
 	// certificate Secret and set the caBundle. (In-process, so that no
@@ -227,32 +246,36 @@ webhook:
 	if err != nil {
 		t.Fatal(err)
 	}
-	webhookPort := freePort(t)
-	webhookURL := fmt.Sprintf("https://127.0.0.1:%d%s", webhookPort, controllers.WebhookPath)
-	health := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	args := withFlags(ctr.Args[1:], map[string]string{
-		"config":          writeFile(t, "config.yaml", cm.Data[path.Base(flags["config"])]),
-		"kubeconfig":      writeFile(t, "kubeconfig", string(kubeconfig)),
-		"metrics-address": fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		"health-address":  health,
-		"webhook-port":    fmt.Sprint(webhookPort),
-		"webhook-url":     webhookURL,
-	})
 	image := envValue(t, ctr, "GATEHOUSE_IMAGE")
-	if err := <-built; err != nil {
-		t.Fatal(err)
+	configFile := writeFile(t, "config.yaml", cm.Data[path.Base(flags["config"])])
+	kubeconfigFile := writeFile(t, "kubeconfig", string(kubeconfig))
+	// The ports are picked free and then bound by the controller; another
+	// process may take one in between, so a controller that could not
+	// bind is started again on new ports.
+	var webhookURL string
+	for attempt := 1; ; attempt++ {
+		webhookPort := freePort(t)
+		webhookURL = fmt.Sprintf("https://127.0.0.1:%d%s", webhookPort, controllers.WebhookPath)
+		health := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		args := withFlags(ctr.Args[1:], map[string]string{
+			"config":          configFile,
+			"kubeconfig":      kubeconfigFile,
+			"metrics-address": fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			"health-address":  health,
+			"webhook-port":    fmt.Sprint(webhookPort),
+			"webhook-url":     webhookURL,
+		})
+		proc := startController(t, bin, append([]string{"controller"}, args...), []string{
+			"POD_NAMESPACE=" + releaseNS, "GATEHOUSE_IMAGE=" + image,
+		})
+		err := proc.waitReady("http://" + health + "/readyz")
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(proc.log(), "address already in use") {
+			t.Fatalf("the controller never became ready: %v", err)
+		}
 	}
-	bin := filepath.Join(binDir, "gatehouse")
-	startController(t, bin, append([]string{"controller"}, args...), []string{
-		"POD_NAMESPACE=" + releaseNS, "GATEHOUSE_IMAGE=" + image,
-	})
-
-	g.Eventually(func(g gomega.Gomega) {
-		res, err := http.Get("http://" + health + "/readyz")
-		g.Expect(err).NotTo(gomega.HaveOccurred())
-		defer res.Body.Close()
-		g.Expect(res.StatusCode).To(gomega.Equal(http.StatusOK))
-	}).Should(gomega.Succeed(), "the controller never became ready")
 	g.Eventually(discovered.Load).Should(gomega.BeTrue(), "the controller never read the provider's discovery document")
 
 	// It renewed the certificate for 127.0.0.1 under the same CA and
@@ -290,13 +313,65 @@ webhook:
 		t.Fatalf("a Pod in the release namespace: err %v, init containers %+v; want it admitted unchanged", err, own.Spec.InitContainers)
 	}
 
-	// helm test's check, against the same webhook with the Secret's CA.
+	// helm test's check, as its ServiceAccount, trusting the caBundle the
+	// API server has, against the webhook the controller pointed it at.
+	checkArgs = append([]string{"webhook-check"}, withFlags(check.Args[1:], map[string]string{"url": webhookURL, "kubeconfig": testKubeconfig})...)
+	out, err = exec.CommandContext(ctx, bin, checkArgs...).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "allowed the test Pod") {
+		t.Fatalf("gatehouse %s: %v\n%s", strings.Join(checkArgs, " "), err, out)
+	}
+	// Without the chart's RBAC, helm test trusts the Secret's CA instead.
 	getObject(t, c.client, releaseNS, secretName, &certSecret)
 	caFile := writeFile(t, "ca.crt", string(certSecret.Data["ca.crt"]))
-	out, err := exec.CommandContext(ctx, bin, "webhook-check", "--url", webhookURL, "--ca-file", caFile).CombinedOutput()
+	out, err = exec.CommandContext(ctx, bin, "webhook-check", "--url", webhookURL, "--ca-file", caFile).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "allowed the test Pod") {
-		t.Fatalf("gatehouse webhook-check: %v\n%s", err, out)
+		t.Fatalf("gatehouse webhook-check --ca-file: %v\n%s", err, out)
 	}
+}
+
+// installTestHooks creates the installed release's helm test hooks except
+// the Pod (its ServiceAccount, ClusterRole and ClusterRoleBinding), from
+// what helm itself stored for the release, as helm test would; they go
+// when the test ends. It returns the test Pod and a kubeconfig file of its
+// ServiceAccount, whose rights are only what those hooks grant.
+func installTestHooks(t *testing.T, c *testCluster, release string, onCluster []string) (*corev1.Pod, string) {
+	t.Helper()
+	out, err := helm(t, append([]string{"get", "hooks", release}, onCluster...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := splitObjects(out)
+	if err != nil {
+		t.Fatalf("helm get hooks: %v", err)
+	}
+	hooks := rendered{objs: objs}
+	pod := as[corev1.Pod](t, hooks.get(t, "Pod", ""))
+	for _, o := range hooks.objs {
+		if o.GetKind() == "Pod" {
+			continue
+		}
+		o = o.DeepCopy()
+		if err := c.client.Create(t.Context(), o); err != nil {
+			t.Fatalf("create helm test hook %s %s: %v", o.GetKind(), o.GetName(), err)
+		}
+		t.Cleanup(func() {
+			if err := c.client.Delete(context.WithoutCancel(t.Context()), o); err != nil {
+				t.Errorf("delete helm test hook %s %s: %v", o.GetKind(), o.GetName(), err)
+			}
+		})
+	}
+	user, err := c.env.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + pod.Namespace + ":" + pod.Spec.ServiceAccountName,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + pod.Namespace, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pod, writeFile(t, "test.kubeconfig", string(kubeconfig))
 }
 
 // installRuns and dryRuns count the runs of TestInstall and TestDryRun.
@@ -328,7 +403,43 @@ func installedController(t *testing.T, c client.Client, release, releaseNS strin
 // startController runs the controller until the test ends, then stops it
 // with SIGTERM and expects a clean exit; its log is shown when the test
 // fails.
-func startController(t *testing.T, bin string, args, env []string) {
+// controllerProc is a controller process started by startController.
+type controllerProc struct {
+	logPath string
+	done    chan struct{} // closed when the process has exited
+	err     error         // its exit, once done is closed
+}
+
+func (p *controllerProc) log() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+// waitReady polls url until it answers 200, the process exits, or a
+// minute passes.
+func (p *controllerProc) waitReady(url string) error {
+	deadline := time.After(time.Minute)
+	for {
+		if res, err := http.Get(url); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			if p.err == nil {
+				return errors.New("the controller exited with status 0")
+			}
+			return fmt.Errorf("the controller exited: %w", p.err)
+		case <-deadline:
+			return errors.New("no 200 from /readyz within a minute")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func startController(t *testing.T, bin string, args, env []string) *controllerProc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "controller.log")
 	logFile, err := os.Create(logPath)
@@ -347,23 +458,33 @@ func startController(t *testing.T, bin string, args, env []string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logFile.Close() }()
+	p := &controllerProc{logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		_ = logFile.Close()
+		close(p.done)
+	}()
 	t.Cleanup(func() {
+		select {
+		case <-p.done:
+			return // exited early; the test has said why
+		default:
+		}
 		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 			t.Errorf("stop the controller: %v", err)
 		}
 		select {
-		case err := <-exited:
-			if err != nil {
-				t.Errorf("the controller exited with %v after SIGTERM", err)
+		case <-p.done:
+			if p.err != nil {
+				t.Errorf("the controller exited with %v after SIGTERM", p.err)
 			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			t.Errorf("the controller did not stop within 30s of SIGTERM")
-			<-exited
+			<-p.done
 		}
 	})
+	return p
 }
 
 // buildGatehouse builds cmd/gatehouse into dir, with the race detector when

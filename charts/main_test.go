@@ -1,14 +1,14 @@
 // Package charts_test checks the Helm chart in charts/gatehouse: helm lint,
-// golden renderings of a few value sets, the values schema, the wiring
-// between the rendered objects and the controller's own conventions, a
-// server-side dry run of every rendered object against a real API server
+// golden renderings of a few value sets, the values schema, the NOTES, the
+// wiring between the rendered objects and the controller's own conventions,
+// a server-side dry run of every rendered object against a real API server
 // (envtest), and a real install whose configuration, RBAC and webhook run
-// the controller binary.
+// the controller binary, and whose helm test RBAC runs webhook-check.
 //
 // helm comes from hack/helm.sh and the control plane from
 // hack/envtest-binaries.sh, both built once per machine. The control plane
 // starts only for the tests that need it, so
-// go test ./charts -run 'Lint|Golden|Schema|Wiring|RBAC|Webhook' needs
+// go test ./charts -run 'Lint|Golden|Schema|Notes|Wiring|RBAC|Webhook' needs
 // neither etcd nor kube-apiserver.
 package charts_test
 
@@ -179,6 +179,19 @@ func (r rendered) get(t *testing.T, kind, name string) *unstructured.Unstructure
 		t.Fatalf("%d rendered %s objects named %q, want 1", len(found), kind, name)
 	}
 	return found[0]
+}
+
+// only returns the Helm hooks (objects annotated helm.sh/hook, which helm
+// install leaves out: the chart's are helm test's) when hooks is true, else
+// the other objects.
+func (r rendered) only(hooks bool) rendered {
+	out := rendered{namespace: r.namespace}
+	for _, o := range r.objs {
+		if _, hook := o.GetAnnotations()["helm.sh/hook"]; hook == hooks {
+			out.objs = append(out.objs, o)
+		}
+	}
+	return out
 }
 
 func (r rendered) all(kind string) []*unstructured.Unstructured {

@@ -14,6 +14,6 @@ func runController(context.Context, []string, func(string) (string, bool), io.Wr
 }
 
 // runWebhookCheck is not part of the sidecar build.
-func runWebhookCheck(context.Context, []string, io.Writer) error {
+func runWebhookCheck(context.Context, []string, func(string) (string, bool), io.Writer) error {
 	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run webhook-check with the gatehouse binary of the same image", errUsage)
 }

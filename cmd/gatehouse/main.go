@@ -139,7 +139,7 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 	case "proxy":
 		return runProxy(ctx, rest, env, stdout, stderr)
 	case "webhook-check":
-		return runWebhookCheck(ctx, rest, stdout)
+		return runWebhookCheck(ctx, rest, env, stdout)
 	case "version", "--version":
 		return printVersion(stdout)
 	case "help", "-h", "-help", "--help":

@@ -72,6 +72,24 @@ The controller's ServiceAccount.
 {{- end }}
 
 {{/*
+helm test's ServiceAccount, ClusterRole and ClusterRoleBinding: the test
+Pod reads the chart's MutatingWebhookConfiguration with it.
+*/}}
+{{- define "gatehouse.testName" -}}
+{{- printf "%s-test" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{/*
+"true" when helm test checks the caBundle the API server has
+(webhook-check --webhook-configuration), which needs the chart to create
+the test's ServiceAccount and RBAC; empty when it falls back to the CA in
+the webhook's Secret (--ca-file).
+*/}}
+{{- define "gatehouse.testReadsWebhookConfiguration" -}}
+{{- if and .Values.rbac.create .Values.serviceAccount.create }}true{{ end }}
+{{- end }}
+
+{{/*
 The image, by digest when image.digest is set, else by tag (default the
 chart's appVersion). The controller injects the same image as the sidecar.
 */}}
