@@ -242,7 +242,7 @@ func fakeAPIServer(t *testing.T, status int, mwcs ...*admissionregistrationv1.Mu
 	}))
 	t.Cleanup(srv.Close)
 	ca := base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}))
-	return writeTestFile(t, "kubeconfig", fmt.Sprintf(`apiVersion: v1
+	return writeFile(t, "kubeconfig", fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
   - name: fake
@@ -255,15 +255,6 @@ contexts:
     context: {cluster: fake, user: webhook-check}
 current-context: fake
 `, srv.URL, ca, token))
-}
-
-func writeTestFile(t *testing.T, name, content string) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // TestWebhookCheckConfiguration: with --webhook-configuration the check
