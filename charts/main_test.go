@@ -34,6 +34,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
+
+	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from helm template")
@@ -217,6 +219,7 @@ func as[T any](t *testing.T, u *unstructured.Unstructured) *T {
 
 // cluster is the envtest control plane shared by the tests that need one.
 type testCluster struct {
+	cp         *controlplane.ControlPlane
 	env        *envtest.Environment
 	config     *rest.Config // system:masters
 	client     client.Client
@@ -241,41 +244,22 @@ func cluster(t *testing.T) *testCluster {
 
 // startCluster starts the control plane into shared.
 func startCluster() error {
-	cmd := exec.Command("../hack/envtest-binaries.sh")
-	cmd.Stderr = os.Stderr
-	assets, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("envtest binaries: %w (run hack/envtest-binaries.sh)", err)
-	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: strings.TrimSpace(string(assets)),
-		CRDInstallOptions: envtest.CRDInstallOptions{
-			Paths:              []string{filepath.Join("testdata", "crds")},
-			ErrorIfPathMissing: true,
-		},
-	}
-	cfg, err := env.Start()
+	cp, err := controlplane.Start(controlplane.Options{
+		Root: "..", Progress: os.Stderr, CRDPaths: []string{filepath.Join("testdata", "crds")},
+	})
 	if err != nil {
 		return err
 	}
-	shared = &testCluster{env: env, config: cfg} // stopCluster stops it even when the rest fails
-	if shared.client, err = client.New(cfg, client.Options{}); err != nil {
+	shared = &testCluster{cp: cp, env: cp.Env, config: cp.Config} // stopCluster stops it even when the rest fails
+	if shared.client, err = client.New(cp.Config, client.Options{}); err != nil {
 		return err
 	}
-	admin, err := env.AddUser(envtest.User{Name: "chart-test-admin", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return err
-	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return err
-	}
-	shared.kubeconfig = filepath.Join(helmHome, "admin.kubeconfig")
-	return os.WriteFile(shared.kubeconfig, kubeconfig, 0o600)
+	shared.kubeconfig, err = cp.Kubeconfig("chart-test-admin", "system:masters")
+	return err
 }
 
 func stopCluster() {
 	if shared != nil {
-		_ = shared.env.Stop()
+		_ = shared.cp.Stop()
 	}
 }

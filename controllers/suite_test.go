@@ -7,12 +7,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -21,17 +18,16 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
+	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
 )
 
 // Shared by the package's tests: one control plane, one manager; each test
 // works in a namespace of its own.
 var (
 	k8s       client.Client
-	testEnv   *envtest.Environment
 	managerNS = "gatehouse-system"
 )
 
@@ -47,26 +43,26 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
-	assets, err := exec.Command("../hack/envtest-binaries.sh").Output()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "envtest binaries: %v (run hack/envtest-binaries.sh)\n", err)
-		return 1
-	}
 	webhooks, err := scopedWebhooks("../config/webhook/manifests.yaml")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	testEnv = &envtest.Environment{
-		BinaryAssetsDirectory: strings.TrimSpace(string(assets)),
-		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: webhooks},
-	}
-	cfg, err := testEnv.Start()
+	// kube-controller-manager makes Deployments, StatefulSets and
+	// DaemonSets really yield Pods (Pending: no scheduler, no kubelet),
+	// collects garbage and keeps PodDisruptionBudgets' status.
+	cp, err := controlplane.Start(controlplane.Options{
+		Root: "..", Progress: os.Stderr, Webhooks: webhooks,
+		Controllers: append(slices.Clone(controlplane.DeploymentControllers),
+			"statefulset-controller", "daemonset-controller", "disruption-controller"),
+		ControllerManagerFlags: []string{"--concurrent-deployment-syncs=10"},
+	})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		fmt.Fprintf(os.Stderr, "control plane: %v\n", err)
 		return 1
 	}
-	defer func() { _ = testEnv.Stop() }()
+	defer func() { _ = cp.Stop() }()
+	cfg := cp.Config
 
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
@@ -76,13 +72,6 @@ func runSuite(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-
-	stopKCM, err := startControllerManager()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "kube-controller-manager: %v\n", err)
-		return 1
-	}
-	defer stopKCM()
 
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: managerNS}},
@@ -140,7 +129,7 @@ defaults:
 	ccfg.LeaderElect = false
 	ccfg.MetricsAddress = "127.0.0.1:0"
 	ccfg.HealthAddress = "127.0.0.1:0"
-	wio := testEnv.WebhookInstallOptions
+	wio := cp.Env.WebhookInstallOptions
 	ccfg.WebhookPort = wio.LocalServingPort
 	ccfg.WebhookCertDir = wio.LocalServingCertDir
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
@@ -191,55 +180,4 @@ func scopedWebhooks(path string) ([]*admissionv1.MutatingWebhookConfiguration, e
 		out = append(out, &wh)
 	}
 	return out, nil
-}
-
-// startControllerManager runs kube-controller-manager with a system:masters
-// user, so that Deployments really yield ReplicaSets and Pods (Pending: no
-// scheduler, no kubelet) and garbage collection works.
-func startControllerManager() (func(), error) {
-	user, err := testEnv.AddUser(envtest.User{Name: "kcm", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return nil, err
-	}
-	kubeconfig, err := user.KubeConfig()
-	if err != nil {
-		return nil, err
-	}
-	dir, err := os.MkdirTemp("", "gatehouse-kcm-")
-	if err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(path, kubeconfig, 0o600); err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(filepath.Join(testEnv.BinaryAssetsDirectory, "kube-controller-manager"),
-		"--kubeconfig="+path,
-		"--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,garbage-collector-controller,namespace-controller,disruption-controller",
-		"--use-service-account-credentials=false",
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--concurrent-deployment-syncs=10",
-		"--v=0",
-	)
-	logFile, err := os.Create(filepath.Join(dir, "kcm.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	return func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		waited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-		logFile.Close()
-		os.RemoveAll(dir)
-	}, nil
 }

@@ -1,12 +1,12 @@
 // Package controlplane runs a local Kubernetes control plane for the demo
-// and the browser test: etcd and kube-apiserver (through envtest) plus
-// kube-controller-manager, so that Deployments really make Pods. There is
-// no scheduler and no kubelet: Pods stay Pending, which is all admission
-// needs. The binaries come from hack/envtest-binaries.sh.
+// and the tests that need a real API server: etcd and kube-apiserver
+// (through envtest), and optionally kube-controller-manager, so that
+// Deployments really make Pods. There is no scheduler and no kubelet: Pods
+// stay Pending, which is all admission needs. The binaries come from
+// hack/envtest-binaries.sh.
 package controlplane
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
-// kcmControllers are the kube-controller-manager loops the demo needs.
-const kcmControllers = "deployment-controller,replicaset-controller,garbage-collector-controller,namespace-controller"
+// DeploymentControllers are the kube-controller-manager loops that turn
+// Deployments into Pods and clean up after them.
+var DeploymentControllers = []string{"deployment-controller", "replicaset-controller", "garbage-collector-controller", "namespace-controller"}
 
 // Options configure Start.
 type Options struct {
@@ -34,6 +35,13 @@ type Options struct {
 	Progress io.Writer
 	// Webhooks are installed with the control plane.
 	Webhooks []*admissionv1.MutatingWebhookConfiguration
+	// CRDPaths are directories or files of CRDs to install.
+	CRDPaths []string
+	// Controllers are the kube-controller-manager loops to run; without
+	// any, kube-controller-manager does not run.
+	Controllers []string
+	// ControllerManagerFlags are extra kube-controller-manager flags.
+	ControllerManagerFlags []string
 }
 
 // ControlPlane is a running local control plane.
@@ -43,7 +51,9 @@ type ControlPlane struct {
 	// Dir holds kubeconfig files and logs; Stop removes it.
 	Dir string
 
-	env     *envtest.Environment
+	// Env is the envtest environment (users, webhook serving options).
+	Env *envtest.Environment
+
 	kcm     *exec.Cmd
 	kcmDone chan struct{}
 }
@@ -52,6 +62,10 @@ type ControlPlane struct {
 // control plane binaries. A build that takes a while reports its time to
 // progress every half minute.
 func Binaries(root string, progress io.Writer) (string, error) {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return "", err
+	}
 	progress = &lockedWriter{w: progress}
 	cmd := exec.Command(filepath.Join(root, "hack", "envtest-binaries.sh"))
 	cmd.Dir = root
@@ -101,17 +115,22 @@ func Start(opts Options) (*ControlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &ControlPlane{Dir: dir, env: &envtest.Environment{
+	c := &ControlPlane{Dir: dir, Env: &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		WebhookInstallOptions: envtest.WebhookInstallOptions{MutatingWebhooks: opts.Webhooks},
 	}}
-	if c.Config, err = c.env.Start(); err != nil {
+	if len(opts.CRDPaths) > 0 {
+		c.Env.CRDInstallOptions = envtest.CRDInstallOptions{Paths: opts.CRDPaths, ErrorIfPathMissing: true}
+	}
+	if c.Config, err = c.Env.Start(); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("start kube-apiserver and etcd: %w", err)
 	}
-	if err := c.startControllerManager(); err != nil {
-		_ = c.Stop()
-		return nil, fmt.Errorf("start kube-controller-manager: %w", err)
+	if len(opts.Controllers) > 0 {
+		if err := c.startControllerManager(opts.Controllers, opts.ControllerManagerFlags); err != nil {
+			_ = c.Stop()
+			return nil, fmt.Errorf("start kube-controller-manager: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -119,7 +138,7 @@ func Start(opts Options) (*ControlPlane, error) {
 // Kubeconfig writes a kubeconfig file for a new user of the API server and
 // returns its path.
 func (c *ControlPlane) Kubeconfig(name string, groups ...string) (string, error) {
-	user, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	user, err := c.Env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
 	if err != nil {
 		return "", err
 	}
@@ -131,7 +150,7 @@ func (c *ControlPlane) Kubeconfig(name string, groups ...string) (string, error)
 	return path, os.WriteFile(path, b, 0o600)
 }
 
-func (c *ControlPlane) startControllerManager() error {
+func (c *ControlPlane) startControllerManager(controllers, flags []string) error {
 	kubeconfig, err := c.Kubeconfig("kube-controller-manager", "system:masters")
 	if err != nil {
 		return err
@@ -140,14 +159,15 @@ func (c *ControlPlane) startControllerManager() error {
 	if err != nil {
 		return err
 	}
-	c.kcm = exec.Command(filepath.Join(c.env.BinaryAssetsDirectory, "kube-controller-manager"),
-		"--kubeconfig="+kubeconfig,
-		"--controllers="+kcmControllers,
+	args := append([]string{
+		"--kubeconfig=" + kubeconfig,
+		"--controllers=" + strings.Join(controllers, ","),
 		"--use-service-account-credentials=false",
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--v=0",
-	)
+	}, flags...)
+	c.kcm = exec.Command(filepath.Join(c.Env.BinaryAssetsDirectory, "kube-controller-manager"), args...)
 	c.kcm.Stdout, c.kcm.Stderr = log, log
 	c.kcm.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := c.kcm.Start(); err != nil {
@@ -170,7 +190,7 @@ func (c *ControlPlane) Stop() error {
 	if c.kcmDone != nil {
 		errs = append(errs, StopProcess(c.kcm.Process, c.kcmDone))
 	}
-	errs = append(errs, c.env.Stop(), os.RemoveAll(c.Dir))
+	errs = append(errs, c.Env.Stop(), os.RemoveAll(c.Dir))
 	return errors.Join(errs...)
 }
 
@@ -188,10 +208,4 @@ func StopProcess(p *os.Process, done <-chan struct{}) error {
 		<-done
 		return err
 	}
-}
-
-// Logs returns the kube-controller-manager log, for error reports.
-func (c *ControlPlane) Logs() string {
-	b, _ := os.ReadFile(filepath.Join(c.Dir, "kube-controller-manager.log"))
-	return string(bytes.TrimSpace(b))
 }

@@ -124,7 +124,9 @@ func (d *Demo) start(ctx context.Context) (err error) {
 
 	d.step("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
 	d.say("the first run builds them from the Go module proxy, about ten minutes on two cores")
-	if d.cp, err = controlplane.Start(controlplane.Options{Root: opts.Root, Progress: opts.Out}); err != nil {
+	if d.cp, err = controlplane.Start(controlplane.Options{
+		Root: opts.Root, Progress: opts.Out, Controllers: controlplane.DeploymentControllers,
+	}); err != nil {
 		return err
 	}
 	scheme := runtime.NewScheme()
