@@ -55,8 +55,8 @@ func New(spec Spec) (*Policy, error) {
 		if e == "" {
 			continue
 		}
-		if at := strings.LastIndexByte(e, '@'); at <= 0 || at == len(e)-1 {
-			errs = append(errs, fmt.Errorf("allowed-emails: %q is not an email address", e))
+		if !identity.IsAddrSpec(e) {
+			errs = append(errs, fmt.Errorf("allowed-emails: %q is not an email address (write one plain address, like ann@example.com)", e))
 			continue
 		}
 		p.emails = addLower(p.emails, e)
@@ -119,7 +119,8 @@ func (p *Policy) Skip(path string) bool {
 // Decide checks id against every configured gate (DESIGN.md behaviour 10 and
 // 4): the emails and email domains together form one gate, groups another;
 // an unconfigured gate admits everyone. An email whose email_verified claim
-// was false never satisfies the email gate.
+// was false, or that is not a single addr-spec, never satisfies the email
+// gate.
 func (p *Policy) Decide(id identity.Identity) Decision {
 	if len(p.emails) > 0 || len(p.domains) > 0 {
 		if !p.emailAllowed(id) {
@@ -141,17 +142,16 @@ func (p *Policy) Decide(id identity.Identity) Decision {
 	return Decision{Allowed: true}
 }
 
+// emailAllowed checks the email gate. Only a verified single addr-spec
+// counts (identity.VerifiedEmail), so "eve@evil.org@example.com" is in no
+// domain at all.
 func (p *Policy) emailAllowed(id identity.Identity) bool {
-	if id.Email == "" || !id.EmailVerified {
+	email := strings.ToLower(id.VerifiedEmail())
+	if email == "" {
 		return false
 	}
-	email := strings.ToLower(id.Email)
 	if p.emails[email] {
 		return true
 	}
-	at := strings.LastIndexByte(email, '@')
-	if at <= 0 {
-		return false
-	}
-	return p.domains[email[at+1:]]
+	return p.domains[email[strings.IndexByte(email, '@')+1:]]
 }

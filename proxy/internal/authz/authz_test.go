@@ -30,6 +30,10 @@ func TestDecide(t *testing.T) {
 		{name: "subdomain not admitted", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("bob@sub.example.com", true), wantRule: authz.RuleEmail},
 		{name: "lookalike prefix", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("bob@evilexample.com", true), wantRule: authz.RuleEmail},
 		{name: "quoted at sign", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user(`"bob@example.com"@evil.org`, true), wantRule: authz.RuleEmail},
+		{name: "two at signs", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("eve@evil.org@example.com", true), wantRule: authz.RuleEmail},
+		{name: "two at signs listed email", spec: authz.Spec{AllowedEmails: []string{"ann@example.com"}}, id: user("x@ann@example.com", true), wantRule: authz.RuleEmail},
+		{name: "display name", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("Eve <eve@example.com>", true), wantRule: authz.RuleEmail},
+		{name: "comment", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("eve@example.com (x)", true), wantRule: authz.RuleEmail},
 		{name: "unverified domain refused", spec: authz.Spec{AllowedEmailDomains: []string{"example.com"}}, id: user("bob@example.com", false), wantRule: authz.RuleEmail},
 		{name: "email or domain: email admits", spec: authz.Spec{AllowedEmails: []string{"x@other.org"}, AllowedEmailDomains: []string{"example.com"}}, id: user("x@other.org", true)},
 		{name: "email or domain: domain admits", spec: authz.Spec{AllowedEmails: []string{"x@other.org"}, AllowedEmailDomains: []string{"example.com"}}, id: user("y@example.com", true)},
@@ -63,6 +67,7 @@ func TestNewRejects(t *testing.T) {
 	}{
 		{"email without at", authz.Spec{AllowedEmails: []string{"ann"}}},
 		{"email without domain", authz.Spec{AllowedEmails: []string{"ann@"}}},
+		{"email with two at signs", authz.Spec{AllowedEmails: []string{"eve@evil.org@example.com"}}},
 		{"domain with at", authz.Spec{AllowedEmailDomains: []string{"@example.com"}}},
 		{"domain with leading dot", authz.Spec{AllowedEmailDomains: []string{".example.com"}}},
 		{"bad regexp", authz.Spec{SkipAuthPaths: []string{"(unclosed"}}},

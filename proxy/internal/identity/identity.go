@@ -87,8 +87,9 @@ func Scrub(h http.Header) {
 // assertion is the signed X-Gatehouse-Identity JWT. Values are cleaned of
 // control characters so that a strange claim cannot break the request.
 //
-// An email whose email_verified claim was false is not sent: an app must
-// not take an address the IdP never checked for the user's. Group names
+// An email whose email_verified claim was false, or that is not a single
+// addr-spec, is not sent: an app must not take an address the IdP never
+// checked, or one it may parse differently, for the user's. Group names
 // are joined with commas, so a comma (and the percent sign) inside a name
 // is percent-encoded: "users,admins" cannot pose as two groups.
 func SetHeaders(h http.Header, id Identity, assertion string) {
@@ -105,9 +106,12 @@ func SetHeaders(h http.Header, id Identity, assertion string) {
 
 var groupEscaper = strings.NewReplacer("%", "%25", ",", "%2C")
 
-// VerifiedEmail is the email when it may be trusted, else "".
+// VerifiedEmail is the email when it may be trusted, else "": the IdP did
+// not say it is unverified, and it is a single addr-spec (IsAddrSpec). It
+// is what email rules see and what the app receives, in the headers, the
+// assertion and userinfo alike.
 func (id Identity) VerifiedEmail() string {
-	if !id.EmailVerified {
+	if !id.EmailVerified || !IsAddrSpec(id.Email) {
 		return ""
 	}
 	return id.Email
