@@ -6,9 +6,9 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -166,15 +166,30 @@ func (s *Signer) Sign(id Identity, issuer, audience string, lifetime time.Durati
 	return tok, exp, nil
 }
 
+// cacheKey covers everything an assertion says about the user: the
+// subject, the email as the assertion carries it (VerifiedEmail, so an
+// unverified address never shares a token with a verified one) and the
+// groups, plus issuer and audience. Each part is length-prefixed, so no
+// choice of claim values can make two different identities collide.
 func cacheKey(id Identity, issuer, audience string) string {
-	var b strings.Builder
-	for _, s := range []string{issuer, audience, id.Subject, id.Email} {
-		b.WriteString(s)
-		b.WriteByte(0)
-	}
+	email := id.VerifiedEmail()
+	n := len(issuer) + len(audience) + len(id.Subject) + len(email) + 4*(5+len(id.Groups))
 	for _, g := range id.Groups {
-		b.WriteString(g)
-		b.WriteByte(1)
+		n += len(g)
 	}
-	return b.String()
+	b := make([]byte, 0, n)
+	b = appendField(b, issuer)
+	b = appendField(b, audience)
+	b = appendField(b, id.Subject)
+	b = appendField(b, email)
+	b = binary.AppendUvarint(b, uint64(len(id.Groups)))
+	for _, g := range id.Groups {
+		b = appendField(b, g)
+	}
+	return string(b)
+}
+
+func appendField(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
 }

@@ -241,3 +241,50 @@ func TestSignerFromSecretIsShared(t *testing.T) {
 		t.Errorf("a token from one replica does not verify with another's JWKS: %v", err)
 	}
 }
+
+// TestAssertionCacheKeyCoversEverythingSaid: identities that differ only
+// in what the assertion says about them never share a cached token.
+func TestAssertionCacheKeyCoversEverythingSaid(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		name string
+		a, b identity.Identity
+	}{
+		{"email verified or not", identity.Identity{Subject: "u", Email: "u@example.com", EmailVerified: true}, identity.Identity{Subject: "u", Email: "u@example.com"}},
+		{"field boundary", identity.Identity{Subject: "u\x00v@example.com"}, identity.Identity{Subject: "u", Email: "v@example.com", EmailVerified: true}},
+		{"group boundary", identity.Identity{Subject: "u", Groups: []string{"a\x01b"}}, identity.Identity{Subject: "u", Groups: []string{"a", "b"}}},
+		{"groups in the subject", identity.Identity{Subject: "u\x00\x00g", Groups: nil}, identity.Identity{Subject: "u", Groups: []string{"g"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := identity.NewSigner(func() time.Time { return now })
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, err := s.Assertion(tc.a, "https://a", "up")
+			if err != nil {
+				t.Fatal(err)
+			}
+			second, _, err := s.Assertion(tc.b, "https://a", "up")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if first == second {
+				t.Fatalf("%+v got the assertion cached for %+v", tc.b, tc.a)
+			}
+			jws, err := jose.ParseSignedCompact(second, []jose.SignatureAlgorithm{jose.ES256})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c identity.Claims
+			if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Subject != tc.b.Subject || c.Email != tc.b.VerifiedEmail() {
+				t.Errorf("assertion says sub %q email %q, want %q %q", c.Subject, c.Email, tc.b.Subject, tc.b.VerifiedEmail())
+			}
+		})
+	}
+}
