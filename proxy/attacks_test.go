@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"net/http"
 	"net/url"
@@ -293,6 +294,7 @@ func TestUserOutsideAllowedSet(t *testing.T) {
 	unverified := false
 	idp.AddUser(idptest.User{Subject: "eve", Email: "eve@example.com", EmailVerified: &unverified, Groups: []string{"admins"}})
 	idp.AddUser(idptest.User{Subject: "bob", Email: "bob@other.org", Groups: []string{"admins"}}) // email_verified absent
+	idp.AddUser(idptest.User{Subject: "mallory", Email: "eve@evil.org@example.com", Groups: []string{"admins"}})
 	h := newHarness(t, withIdP(idp), withConfig(func(c *proxy.Config) {
 		c.AllowedGroups = []string{"admins"}
 		c.AllowedEmailDomains = []string{"example.com", "other.org"}
@@ -307,10 +309,15 @@ func TestUserOutsideAllowedSet(t *testing.T) {
 		if nav.StatusCode != http.StatusForbidden || !strings.Contains(body, "allowed-groups") || !strings.Contains(nav.Header.Get("Content-Type"), "text/html") {
 			t.Errorf("navigation: status %d, body %.300s", nav.StatusCode, body)
 		}
-		api := b.do(http.MethodGet, h.url+"/admin", false)
-		body = readBody(t, api)
-		if api.StatusCode != http.StatusForbidden || !strings.Contains(api.Header.Get("Content-Type"), "application/json") || !strings.Contains(body, "forbidden") {
-			t.Errorf("API: status %d, body %s", api.StatusCode, body)
+		expectForbiddenJSON(t, b.do(http.MethodGet, h.url+"/admin", false), "groups")
+	})
+	t.Run("two at signs", func(t *testing.T) {
+		b := newBrowser(t)
+		h.login(b, "/", "mallory") // eve@evil.org@example.com
+		expectForbiddenJSON(t, b.do(http.MethodGet, h.url+"/admin", false), "domains")
+		nav := b.get(h.url + "/admin")
+		if body := readBody(t, nav); nav.StatusCode != http.StatusForbidden || !strings.Contains(body, "allowed-email-domains") {
+			t.Errorf("navigation: status %d, body %.300s", nav.StatusCode, body)
 		}
 	})
 	t.Run("unverified email", func(t *testing.T) {
@@ -318,9 +325,10 @@ func TestUserOutsideAllowedSet(t *testing.T) {
 		h.login(b, "/", "eve")
 		nav := b.get(h.url + "/admin")
 		body := readBody(t, nav)
-		if nav.StatusCode != http.StatusForbidden || !strings.Contains(body, "allowed-emails") {
+		if nav.StatusCode != http.StatusForbidden || !strings.Contains(body, "allowed-email-domains") {
 			t.Errorf("status %d, body %.300s", nav.StatusCode, body)
 		}
+		expectForbiddenJSON(t, b.do(http.MethodGet, h.url+"/admin", false), "domains")
 	})
 	if n := h.up.requests.Load(); n != 0 {
 		t.Errorf("upstream called %d times for refused users", n)
@@ -332,6 +340,21 @@ func TestUserOutsideAllowedSet(t *testing.T) {
 			t.Errorf("bob not admitted: %v", e.Header)
 		}
 	})
+}
+
+// expectForbiddenJSON checks a 403 JSON answer that names rule (DESIGN.md
+// behaviour 10).
+func expectForbiddenJSON(t *testing.T, resp *http.Response, rule string) {
+	t.Helper()
+	body := readBody(t, resp)
+	var got struct{ Error, Rule string }
+	if err := json.Unmarshal([]byte(body), &got); err != nil || resp.StatusCode != http.StatusForbidden ||
+		!strings.Contains(resp.Header.Get("Content-Type"), "application/json") {
+		t.Fatalf("status %d, body %s, want 403 JSON", resp.StatusCode, body)
+	}
+	if got.Error != "forbidden" || got.Rule != rule {
+		t.Errorf("body %s, want error forbidden, rule %q", body, rule)
+	}
 }
 
 func TestSkipAuthPaths(t *testing.T) {

@@ -11,8 +11,10 @@ import (
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 )
 
-// forbiddenError is an authenticated user refused by a rule.
-type forbiddenError struct{ rule, sub string }
+// forbiddenError is an authenticated user refused by a rule: rule is its
+// name for the JSON answer (authz.RuleGroups, ...), flags the settings
+// behind it for the page.
+type forbiddenError struct{ rule, flags, sub string }
 
 func (e *forbiddenError) Error() string { return "refused by " + e.rule }
 
@@ -51,7 +53,7 @@ func classify(err error) classified {
 	switch {
 	case errors.As(err, &fe):
 		return classified{http.StatusForbidden, "forbidden", "Access denied",
-			fmt.Sprintf("You are signed in, but this app admits only users who pass its %s rule, and your account does not. Ask the app's owners for access, or sign in with another account.", fe.rule), false}
+			fmt.Sprintf("You are signed in, but this app admits only users who pass its %s rule, and your account does not. Ask the app's owners for access, or sign in with another account.", fe.flags), false}
 	case errors.Is(err, oidcflow.ErrLoginState):
 		return classified{http.StatusBadRequest, "login_expired", "Sign-in could not be completed",
 			"This sign-in link has expired, was already used, or was started in another browser. Start again to sign in.", true}
@@ -118,7 +120,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", "5")
 	}
 	if !isNavigation(r) {
-		writeJSON(w, c.status, map[string]string{"error": c.code, "requestId": id})
+		body := map[string]string{"error": c.code, "requestId": id}
+		if fe != nil {
+			body["rule"] = fe.rule // DESIGN.md behaviour 10: name the rule
+		}
+		writeJSON(w, c.status, body)
 		return
 	}
 	p := page{Status: c.status, Title: c.title, Message: c.message, RequestID: id}

@@ -79,7 +79,7 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 	if !decision.Allowed {
 		s.metrics.count(resultForbidden)
 		s.metrics.decisions.WithLabelValues(decision.FailedRule).Inc()
-		return &forbiddenError{rule: decision.FailedRule, sub: sess.Identity.Subject}
+		return &forbiddenError{rule: decision.FailedRule, flags: decision.Flags, sub: sess.Identity.Subject}
 	}
 	origin, ok := s.flow.Origin(r.Host)
 	if !ok {
@@ -218,7 +218,7 @@ func (s *Server) admitted(w http.ResponseWriter, r *http.Request) (*session.Sess
 		return nil, nil
 	}
 	if d := s.policy.Load().Decide(sess.Identity); !d.Allowed {
-		return nil, &forbiddenError{rule: d.FailedRule, sub: sess.Identity.Subject}
+		return nil, &forbiddenError{rule: d.FailedRule, flags: d.Flags, sub: sess.Identity.Subject}
 	}
 	return sess, nil
 }

@@ -15,19 +15,26 @@ import (
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
 )
 
-// Rule names used in decisions, in logs and on the 403 page.
+// Rule names, as the 403 JSON, the logs and the metrics give them
+// (DESIGN.md behaviour 10). The email gate is RuleEmails when
+// --allowed-emails is set (alone or with --allowed-email-domains), else
+// RuleDomains.
 const (
-	RuleEmail = "allowed-emails/allowed-email-domains"
-	RuleGroup = "allowed-groups"
+	RuleEmails  = "emails"
+	RuleDomains = "domains"
+	RuleGroups  = "groups"
 )
 
 // Decision is the outcome of Policy.Decide.
 type Decision struct {
 	// Allowed is true when every configured gate admits the user.
 	Allowed bool
-	// FailedRule names the first gate that refused the user; empty when
-	// Allowed.
+	// FailedRule names the first gate that refused the user (RuleEmails,
+	// RuleDomains or RuleGroups); empty when Allowed.
 	FailedRule string
+	// Flags names the settings behind FailedRule, for people, such as
+	// "allowed-emails/allowed-email-domains".
+	Flags string
 }
 
 // Spec is the textual form of a policy, as configured.
@@ -44,6 +51,9 @@ type Policy struct {
 	domains map[string]bool
 	groups  map[string]bool
 	skip    []*regexp.Regexp
+	// emailGate is the refusal of the email gate, named after the
+	// settings that make it up.
+	emailGate Decision
 }
 
 // New compiles spec, reporting every invalid entry at once.
@@ -94,6 +104,14 @@ func New(spec Spec) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	switch {
+	case len(p.emails) > 0 && len(p.domains) > 0:
+		p.emailGate = Decision{FailedRule: RuleEmails, Flags: "allowed-emails/allowed-email-domains"}
+	case len(p.emails) > 0:
+		p.emailGate = Decision{FailedRule: RuleEmails, Flags: "allowed-emails"}
+	default:
+		p.emailGate = Decision{FailedRule: RuleDomains, Flags: "allowed-email-domains"}
+	}
 	return p, nil
 }
 
@@ -124,7 +142,7 @@ func (p *Policy) Skip(path string) bool {
 func (p *Policy) Decide(id identity.Identity) Decision {
 	if len(p.emails) > 0 || len(p.domains) > 0 {
 		if !p.emailAllowed(id) {
-			return Decision{FailedRule: RuleEmail}
+			return p.emailGate
 		}
 	}
 	if len(p.groups) > 0 {
@@ -136,7 +154,7 @@ func (p *Policy) Decide(id identity.Identity) Decision {
 			}
 		}
 		if !ok {
-			return Decision{FailedRule: RuleGroup}
+			return Decision{FailedRule: RuleGroups, Flags: "allowed-groups"}
 		}
 	}
 	return Decision{Allowed: true}
