@@ -20,7 +20,8 @@ import (
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	// Client-sent identity headers go first, on every path (behaviour 5).
 	identity.Scrub(r.Header)
-	if !normalizePath(r) {
+	ok, mayBePublic := normalizePath(r)
+	if !ok {
 		s.writeError(w, r, errBadPath)
 		return
 	}
@@ -33,7 +34,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	policy := s.policy.Load()
-	if policy.Skip(path) {
+	if mayBePublic && policy.Skip(path) {
 		s.metrics.count(resultSkipped)
 		stripCookies(r, s.isOurCookie)
 		s.proxy.ServeHTTP(w, r)

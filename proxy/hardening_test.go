@@ -160,3 +160,30 @@ func TestPublicClient(t *testing.T) {
 		t.Errorf("upstream saw %v", e.Header)
 	}
 }
+
+// TestPathParametersNeverPublic: a path with ";" in any segment never
+// matches --skip-auth-path, since servlet containers serve "/admin;.css"
+// as "/admin" (DESIGN.md behaviour 13).
+func TestPathParametersNeverPublic(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{`\.(css|js|png)$`, "^/public/"} }))
+	if s := raw(t, http.MethodGet, h.url+"/public/app.css", "").StatusCode; s != http.StatusOK {
+		t.Fatalf("public asset: %d", s)
+	}
+	before := h.up.requests.Load()
+	for _, p := range []string{"/admin;.css", "/admin%3B.css", "/admin%3b.js", "/admin;jsessionid=1/x.png", "/public/x;/../admin", "/public/;", "/admin/;.css"} {
+		req, _ := http.NewRequest(http.MethodGet, h.url+"/", nil)
+		req.URL.Opaque = p // sent as is
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("%s: status %d, want 401", p, resp.StatusCode)
+		}
+	}
+	if n := h.up.requests.Load() - before; n != 0 {
+		t.Errorf("upstream called %d times for paths with parameters", n)
+	}
+}

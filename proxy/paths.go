@@ -36,24 +36,27 @@ func removeDotSegments(p string) string {
 // normalizePath rewrites r's path without dot segments (DESIGN.md behaviour
 // 13). The decoded path is what skip-auth patterns see and, re-encoded, what
 // goes upstream, so "/public/%2e%2e/admin" is "/admin" for both. It reports
-// false for a path that is not absolute.
-func normalizePath(r *http.Request) bool {
+// false for a path that is not absolute. public reports whether the path
+// may be exempt from authentication at all: not when any segment had path
+// parameters (";", also "%3B"), even one that a ".." then removed.
+func normalizePath(r *http.Request) (ok, public bool) {
 	p := r.URL.Path
 	if p == "" || p[0] != '/' || strings.ContainsRune(p, '\\') {
-		return false
+		return false, false
 	}
+	public = strings.IndexByte(p, ';') < 0
 	// Servlet containers read "..;x" as ".." (path parameters): a request
 	// with such a segment could pass as public and be resolved upstream.
 	for seg := range strings.SplitSeq(p, "/") {
 		if name, _, params := strings.Cut(seg, ";"); params && (name == "." || name == "..") {
-			return false
+			return false, false
 		}
 	}
 	if clean := removeDotSegments(p); clean != p {
 		r.URL.Path = clean
 		r.URL.RawPath = ""
 	}
-	return true
+	return true, public
 }
 
 // isNavigation reports whether r is a browser navigation: a GET or HEAD

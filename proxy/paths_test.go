@@ -1,10 +1,15 @@
 package proxy
 
 import (
+	"bufio"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/authz"
 )
 
 func TestRemoveDotSegments(t *testing.T) {
@@ -43,7 +48,7 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 		r := httptest.NewRequest("GET", "/", nil)
 		r.URL.Path = p
-		if !normalizePath(r) {
+		if ok, _ := normalizePath(r); !ok {
 			t.Fatalf("absolute path %q refused", p)
 		}
 		got := r.URL.Path
@@ -87,4 +92,75 @@ func FuzzIsNavigation(f *testing.F) {
 			t.Fatalf("Accept %q counted as a navigation", accept)
 		}
 	})
+}
+
+// FuzzSkipAuthDecision feeds raw request targets through the same steps
+// serveHTTP takes (request parsing, normalizePath, Policy.Skip). Whatever
+// passes without a session must be public however the app resolves the path
+// it receives: with path parameters cut off each segment (servlet
+// containers), percent-decoded, slashes and backslashes merged, and dot
+// segments resolved. The resolver below is written apart from the proxy's.
+func FuzzSkipAuthDecision(f *testing.F) {
+	policy, err := authz.New(authz.Spec{SkipAuthPaths: []string{`\.(css|js|png)$`, `^/public/`, `^/healthz$`}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{
+		"/public/app.css", "/admin;.css", "/admin%3B.css", "/public/..;/admin", "/public/../admin", "/public/%2e%2e/admin",
+		"/public/x;/../admin", "/public//../admin", "/healthz", "/healthz;x", "/public/a%2F..%2F..%2Fadmin", "/a/..%2Fadmin.css",
+		"http://app.example/public/x", "/public/%5C..%5Cadmin", "*", "/public/.%2e/admin", "/admin/;.js",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + target + " HTTP/1.1\r\nHost: app.example\r\n\r\n")))
+		if err != nil {
+			return
+		}
+		if ok, mayBePublic := normalizePath(r); !ok || !mayBePublic || !policy.Skip(r.URL.Path) {
+			return
+		}
+		forwarded := r.URL.EscapedPath()
+		resolved, ok := servletResolve(forwarded)
+		if !ok {
+			t.Fatalf("target %q skipped auth, but its forwarded path %q does not decode", target, forwarded)
+		}
+		if !policy.Skip(resolved) {
+			t.Fatalf("target %q skipped auth; the app may resolve the forwarded %q as %q, which is not public", target, forwarded, resolved)
+		}
+	})
+}
+
+// servletResolve reads an escaped path as a lenient app server might: each
+// segment loses its ";" parameters and is percent-decoded, "/" and "\"
+// inside it split it further, empty and "." segments go, ".." removes the
+// previous one.
+func servletResolve(escaped string) (string, bool) {
+	var out []string
+	segs := strings.Split(strings.TrimPrefix(escaped, "/"), "/")
+	trailing := false
+	for _, seg := range segs {
+		name, _, _ := strings.Cut(seg, ";")
+		dec, err := url.PathUnescape(name)
+		if err != nil {
+			return "", false
+		}
+		for _, part := range strings.FieldsFunc(dec, func(r rune) bool { return r == '/' || r == '\\' }) {
+			switch part {
+			case ".":
+			case "..":
+				if len(out) > 0 {
+					out = out[:len(out)-1]
+				}
+			default:
+				out = append(out, part)
+			}
+		}
+		trailing = dec == "" || dec == "." || dec == ".." || strings.HasSuffix(dec, "/")
+	}
+	p := "/" + strings.Join(out, "/")
+	if trailing && len(out) > 0 {
+		p += "/"
+	}
+	return p, true
 }

@@ -123,9 +123,15 @@ func addLower(m map[string]bool, s string) map[string]bool {
 	return m
 }
 
-// Skip reports whether path (already normalised by the caller) matches a
-// skip-auth pattern.
+// Skip reports whether path (decoded and already normalised by the
+// caller) matches a skip-auth pattern. A path with ";" in any segment never
+// does (DESIGN.md behaviour 13): servlet containers read "/admin;.css" as
+// "/admin", so a pattern such as `\.css$` would make the app's admin page
+// public.
 func (p *Policy) Skip(path string) bool {
+	if strings.IndexByte(path, ';') >= 0 {
+		return false
+	}
 	for _, re := range p.skip {
 		if re.MatchString(path) {
 			return true

@@ -85,12 +85,13 @@ func TestNewRejects(t *testing.T) {
 
 func TestSkip(t *testing.T) {
 	t.Parallel()
-	p, err := authz.New(authz.Spec{SkipAuthPaths: []string{`^/healthz$`, `^/public/`}})
+	p, err := authz.New(authz.Spec{SkipAuthPaths: []string{`^/healthz$`, `^/public/`, `\.(css|js|png)$`}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]bool{
 		"/healthz": true, "/healthz/x": false, "/public/a.css": true, "/admin": false, "/x/public/": false,
+		"/app.js": true, "/admin;.css": false, "/admin;x=1/a.css": false, "/public/;/admin": false, "/public/a;b": false,
 	} {
 		if got := p.Skip(path); got != want {
 			t.Errorf("Skip(%q) = %v, want %v", path, got, want)
