@@ -27,6 +27,9 @@ var errMethod = errors.New("method not allowed")
 // errUpstream: the app did not answer. 502.
 var errUpstream = errors.New("upstream request failed")
 
+// errUpgrade is an Upgrade to anything but WebSocket. 400.
+var errUpgrade = errors.New("protocol upgrade refused")
+
 // errBadPath is a request path that is not absolute.
 var errBadPath = errors.New("request path is not absolute")
 
@@ -90,6 +93,8 @@ func classify(err error) classified {
 		return classified{http.StatusNotFound, "not_found", "Not found", "There is nothing here.", false}
 	case errors.Is(err, errMethod):
 		return classified{http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed", "This address does not take that kind of request.", false}
+	case errors.Is(err, errUpgrade):
+		return classified{http.StatusBadRequest, "upgrade_refused", "Bad request", "This app accepts no protocol upgrade but WebSocket.", false}
 	case errors.Is(err, errBadPath):
 		return classified{http.StatusBadRequest, "bad_request", "Bad request", "The request path is not valid.", false}
 	default:

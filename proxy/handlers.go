@@ -10,7 +10,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/redirect"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
@@ -18,8 +17,13 @@ import (
 
 // serveHTTP is the entry point for every browser request.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	// Client-sent identity headers go first, on every path (behaviour 5).
-	identity.Scrub(r.Header)
+	// Client-sent identity headers go first, on every path (behaviour 5),
+	// and with them path overrides.
+	scrubHeaders(r.Header)
+	if !upgradeAllowed(r.Header) {
+		s.writeError(w, r, errUpgrade)
+		return
+	}
 	ok, mayBePublic := normalizePath(r)
 	if !ok {
 		s.writeError(w, r, errBadPath)

@@ -187,3 +187,20 @@ func TestPathParametersNeverPublic(t *testing.T) {
 		t.Errorf("upstream called %d times for paths with parameters", n)
 	}
 }
+
+// TestPathOverrideHeadersStripped: X-Original-URL and X-Rewrite-URL, which
+// some frameworks serve instead of the request path, never reach the app,
+// so a skip-auth path cannot be turned into another one.
+func TestPathOverrideHeadersStripped(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public/"} }))
+	e := h.echo(newBrowser(t), "/public/x", "X-Original-URL", "/admin", "X-Rewrite-URL", "/admin", "x_original_url", "/admin", "X-Rewrite_Url", "/admin", "X-Original-Urls", "kept")
+	for name := range e.Header {
+		if n := strings.ToLower(strings.ReplaceAll(name, "_", "-")); n == "x-original-url" || n == "x-rewrite-url" {
+			t.Errorf("%s reached the app", name)
+		}
+	}
+	if e.Header.Get("X-Original-Urls") != "kept" {
+		t.Errorf("an unrelated header was removed: %v", e.Header)
+	}
+}

@@ -3,6 +3,8 @@ package proxy
 import (
 	"net/http"
 	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
 )
 
 // removeDotSegments applies RFC 3986 5.2.4 to an absolute path. Unlike
@@ -121,4 +123,41 @@ func stripCookies(r *http.Request, ours func(name string) bool) {
 		return
 	}
 	r.Header.Set("Cookie", strings.Join(kept, "; "))
+}
+
+// scrubHeaders removes the client headers an app must never take from a
+// client: identity look-alikes (identity.IsReserved) and path overrides,
+// which some frameworks (Symfony before 3.4.14, Zend, IIS rewrite rules)
+// serve instead of the request path, so "GET /public/x" with
+// "X-Original-URL: /admin" would reach /admin on a skip-auth path. It runs
+// on every request.
+func scrubHeaders(h http.Header) {
+	for name := range h {
+		if identity.IsReserved(name) || isPathOverride(name) {
+			delete(h, name)
+		}
+	}
+}
+
+// isPathOverride reports whether name is X-Original-URL or X-Rewrite-URL,
+// in any case and with "_" read as "-".
+func isPathOverride(name string) bool {
+	if len(name) != len("x-original-url") && len(name) != len("x-rewrite-url") {
+		return false
+	}
+	n := strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+	return n == "x-original-url" || n == "x-rewrite-url"
+}
+
+// upgradeAllowed reports whether r asks for no protocol switch, or for a
+// WebSocket (DESIGN.md behaviour 12). Once an upstream answers 101 the proxy
+// only relays bytes: an h2c upgrade would let the client send further
+// requests that reach the app without a session check and with headers of
+// its own choosing, so any Upgrade but a single "websocket" is refused.
+func upgradeAllowed(h http.Header) bool {
+	v, ok := h["Upgrade"]
+	if !ok {
+		return true
+	}
+	return len(v) == 1 && strings.EqualFold(strings.TrimSpace(v[0]), "websocket")
 }

@@ -248,3 +248,39 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("Serve did not return after draining")
 	}
 }
+
+// TestOnlyWebSocketUpgrades: an Upgrade to anything but WebSocket (h2c
+// above all) is refused before it reaches the app, on skip-auth paths and
+// for signed-in users alike, even when the app would switch (DESIGN.md
+// behaviour 12).
+func TestOnlyWebSocketUpgrades(t *testing.T) {
+	t.Parallel()
+	// An app that switches to whatever protocol it is asked for.
+	switcher := func(w http.ResponseWriter, r *http.Request) {
+		conn, rw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", r.Header.Get("Upgrade"))
+		_ = rw.Flush()
+	}
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public/"} }),
+		withUpstreamHandler("/public/switch", switcher), withUpstreamHandler("/switch", switcher))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	cookie := sessionCookies(t, b, h.url)
+	for _, path := range []string{"/public/switch", "/switch"} {
+		for _, upgrade := range []string{"h2c", "H2C", "websocket, h2c", "tls/1.2", "websocketx"} {
+			before := h.up.requests.Load()
+			resp := raw(t, http.MethodGet, h.url+path, cookie, "Connection", "Upgrade, HTTP2-Settings", "Upgrade", upgrade, "HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s with Upgrade %q: status %d, want 400", path, upgrade, resp.StatusCode)
+			}
+			if n := h.up.requests.Load() - before; n != 0 {
+				t.Errorf("%s with Upgrade %q reached the app", path, upgrade)
+			}
+		}
+	}
+}
