@@ -347,3 +347,45 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestEmailVerifiedFromUserinfo: an ID token with an email but no
+// email_verified takes email_verified from userinfo (DESIGN.md behaviour
+// 4), at login and after a refresh, so an address userinfo calls
+// unverified satisfies no domain rule and is not forwarded.
+func TestEmailVerifiedFromUserinfo(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	unverified := false
+	idp.AddUser(idptest.User{Subject: "eve", Email: "eve@example.com", EmailVerified: &unverified, Groups: []string{"developers"}})
+	idp.SetIDTokenHook(func(c map[string]any) { delete(c, "email_verified") })
+	idp.SetAccessTokenTTL(2 * time.Minute)
+	clock := &testClock{}
+	h := newHarness(t, withIdP(idp), withNow(clock.Now), withConfig(func(c *proxy.Config) { c.AllowedEmailDomains = []string{"example.com"} }))
+	h.waitDiscovered()
+
+	ann := newBrowser(t)
+	h.login(ann, "/", "ann") // userinfo says verified
+	if got := h.echo(ann, "/").Header.Get("X-Auth-Request-Email"); got != "ann@example.com" {
+		t.Errorf("verified by userinfo: email %q", got)
+	}
+	eve := newBrowser(t)
+	h.login(eve, "/", "eve")
+	expectForbiddenJSON(t, eve.do(http.MethodGet, h.url+"/", false), "domains")
+	cookie := sessionCookies(t, eve, h.url)
+	clock.Advance(110 * time.Second) // the access token is due for refresh
+	resp := raw(t, http.MethodGet, h.url+"/", cookie)
+	if idp.TokenCalls("refresh_token") == 0 {
+		t.Fatal("no refresh made")
+	}
+	expectForbiddenJSON(t, resp, "domains")
+
+	t.Run("no domain rule: not forwarded", func(t *testing.T) {
+		h := newHarness(t, withIdP(idp))
+		h.waitDiscovered()
+		b := newBrowser(t)
+		h.login(b, "/", "eve")
+		if got := h.echo(b, "/").Header.Get("X-Auth-Request-Email"); got != "" {
+			t.Errorf("email unverified in userinfo forwarded: %q", got)
+		}
+	})
+}

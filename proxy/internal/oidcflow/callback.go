@@ -196,19 +196,28 @@ func groups(raw json.RawMessage) []string {
 }
 
 // fillFromUserinfo completes claims the ID token lacks from the userinfo
-// endpoint (DESIGN.md behaviour 4). A differing sub fails the login
-// (OIDC Core 5.3.2); an unreachable userinfo endpoint leaves the claims
-// empty, which can only make authorization stricter.
+// endpoint (DESIGN.md behaviour 4): it asks whenever a claim that a rule or
+// a header depends on (email, email_verified, preferred_username, groups)
+// is absent. A differing sub fails the login (OIDC Core 5.3.2). userinfo
+// never overrides a claim the ID token has, and an email_verified from
+// userinfo counts only for the same address. When userinfo cannot be
+// read, missing claims stay empty and an email whose email_verified is
+// unknown counts as unverified, so a failure only makes authorization
+// stricter.
 func (f *Flow) fillFromUserinfo(ctx context.Context, p *provider, tok *oauth2.Token, id *identity.Identity, claims map[string]json.RawMessage) error {
 	_, hasEmail := claims["email"]
+	_, hasVerified := claims["email_verified"]
 	_, hasGroups := claims[f.cfg.GroupsClaim]
 	_, hasName := claims["preferred_username"]
-	if p.userinfo == "" || (hasEmail && hasGroups && hasName) {
+	if p.userinfo == "" || (hasEmail && hasVerified && hasGroups && hasName) {
 		return nil
 	}
 	ui, err := p.oidc.UserInfo(ctx, oauth2.StaticTokenSource(tok))
 	if err != nil {
 		f.cfg.Log.WarnContext(ctx, "Userinfo request failed; using ID token claims only", "sub", id.Subject, "error", err)
+		if hasEmail && !hasVerified {
+			id.EmailVerified = false
+		}
 		return nil
 	}
 	if ui.Subject != id.Subject {
@@ -216,11 +225,22 @@ func (f *Flow) fillFromUserinfo(ctx context.Context, p *provider, tok *oauth2.To
 	}
 	var uc map[string]json.RawMessage
 	if err := ui.Claims(&uc); err != nil {
+		if hasEmail && !hasVerified {
+			id.EmailVerified = false
+		}
 		return nil
 	}
-	if !hasEmail {
+	switch {
+	case !hasEmail:
 		_ = json.Unmarshal(uc["email"], &id.Email)
 		id.EmailVerified = verified(uc)
+	case !hasVerified:
+		if _, ok := uc["email_verified"]; ok {
+			// About another address, it says nothing of this one.
+			var email string
+			_ = json.Unmarshal(uc["email"], &email)
+			id.EmailVerified = (email == "" || strings.EqualFold(email, id.Email)) && verified(uc)
+		}
 	}
 	if !hasName {
 		_ = json.Unmarshal(uc["preferred_username"], &id.PreferredUsername)

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/securecookie"
 	"golang.org/x/oauth2"
 
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/identity"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 )
 
@@ -79,7 +80,24 @@ func (f *Flow) Refresh(ctx context.Context, s *session.Session) (*session.Sessio
 		if err := idt.Claims(&claims); err == nil {
 			fresh := f.identityFrom(claims)
 			if _, ok := claims["email"]; ok {
-				next.Identity.Email, next.Identity.EmailVerified = fresh.Email, fresh.EmailVerified
+				_, hasVerified := claims["email_verified"]
+				switch {
+				case hasVerified:
+					next.Identity.Email, next.Identity.EmailVerified = fresh.Email, fresh.EmailVerified
+				case strings.EqualFold(fresh.Email, s.Identity.Email):
+					// Same address: email_verified stays as the login
+					// established it (perhaps from userinfo).
+					next.Identity.Email = fresh.Email
+				default:
+					// A new address without email_verified: userinfo
+					// decides, as at login; only the email is asked for.
+					id := identity.Identity{Subject: s.Identity.Subject, Email: fresh.Email, EmailVerified: true}
+					known := map[string]json.RawMessage{"email": claims["email"], f.cfg.GroupsClaim: nil, "preferred_username": nil}
+					if err := f.fillFromUserinfo(ctx, p, tok, &id, known); err != nil {
+						return nil, fmt.Errorf("%w: refreshed identity: %w", ErrLoginRefused, err)
+					}
+					next.Identity.Email, next.Identity.EmailVerified = id.Email, id.EmailVerified
+				}
 			}
 			if _, ok := claims["preferred_username"]; ok {
 				next.Identity.PreferredUsername = fresh.PreferredUsername
