@@ -19,6 +19,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
 )
@@ -395,4 +396,51 @@ func TestSkipAuthPaths(t *testing.T) {
 	if !strings.Contains(body, `"path":"/admin"`) {
 		t.Errorf("upstream saw %s, want the normalised /admin", body)
 	}
+}
+
+// TestCallbackReplayAcrossReplicas: with the Redis store, a callback's
+// state and code are single use on every replica, not only on the one
+// that took them first (DESIGN.md behaviour 2).
+func TestCallbackReplayAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	idp := idptest.New(t)
+	redisCfg := withConfig(func(c *proxy.Config) {
+		c.SessionStore, c.RedisURL = proxy.StoreRedis, rs.URL()
+		c.RedirectURLs = []string{"http://app.example/_gatehouse/callback"}
+	})
+	a := newHarness(t, withIdP(idp), redisCfg)
+	b := newHarness(t, withIdP(idp), redisCfg)
+	a.waitDiscovered()
+	b.waitDiscovered()
+	// startLogin begins a login on h and returns the IdP's callback (sent
+	// to h) and the login cookie.
+	startLogin := func(h *harness) (*url.URL, string) {
+		start := raw(t, http.MethodGet, h.url+"/", "", "Accept", "text/html", "Host", "app.example")
+		var login []string
+		for _, c := range start.Cookies() {
+			login = append(login, c.Name+"="+c.Value)
+		}
+		cb := location(t, raw(t, http.MethodGet, location(t, start).String(), "", idptest.UserHeader, "ann"))
+		cb.Scheme, cb.Host = "http", strings.TrimPrefix(h.url, "http://")
+		return cb, strings.Join(login, "; ")
+	}
+	callback := func(h *harness, cb *url.URL, cookie string) *http.Response {
+		u := *cb
+		u.Host = strings.TrimPrefix(h.url, "http://")
+		return raw(t, http.MethodGet, u.String(), cookie, "Accept", "text/html", "Host", "app.example")
+	}
+
+	cb, cookie := startLogin(a)
+	location(t, callback(a, cb, cookie)) // the login succeeds on a
+	t.Run("captured callback replayed on another replica", func(t *testing.T) {
+		expectRejectedCallback(t, callback(b, cb, cookie), http.StatusBadRequest)
+	})
+	t.Run("used code with a fresh state on another replica", func(t *testing.T) {
+		fresh, freshCookie := startLogin(b)
+		q := fresh.Query()
+		q.Set("code", cb.Query().Get("code"))
+		fresh.RawQuery = q.Encode()
+		expectRejectedCallback(t, callback(b, fresh, freshCookie), http.StatusBadRequest)
+	})
 }

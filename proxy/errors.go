@@ -69,6 +69,9 @@ func classify(err error) classified {
 	case errors.Is(err, oidcflow.ErrTokenRejected):
 		return classified{http.StatusForbidden, "invalid_token", "Sign-in could not be verified",
 			"The identity provider's answer failed verification, so you were not signed in. Start again; if it keeps happening, tell your administrator the request ID below.", true}
+	case errors.Is(err, oidcflow.ErrBusy):
+		return classified{http.StatusServiceUnavailable, "logins_busy", "Sign-in is busy",
+			"Too many sign-ins are in progress right now. Wait a moment and try again.", true}
 	case errors.Is(err, oidcflow.ErrIdPUnavailable):
 		return classified{http.StatusServiceUnavailable, "idp_unavailable", "Sign-in is temporarily unavailable",
 			"The identity provider cannot be reached right now. Wait a moment and try again.", true}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
 )
 
@@ -17,9 +18,10 @@ var errCrossSite = errors.New("cross-site request refused")
 var errBadRequest = errors.New("bad request")
 
 // usedMarker is implemented by stores that record single-use values across
-// replicas (the Redis store), for logout tokens' jti.
+// replicas (the Redis store), for logout tokens' jti and, through
+// oidcflow.Config.Shared, login states and codes.
 type usedMarker interface {
-	MarkUsed(ctx context.Context, kind, key string, ttl time.Duration) (bool, error)
+	oidcflow.UsedMarker
 	ForgetUsed(ctx context.Context, kind, key string) error
 }
 
@@ -148,8 +150,11 @@ func (s *Server) backchannelLogout(w http.ResponseWriter, r *http.Request) error
 	// replay is refused; the mark is made only once the revocation worked,
 	// so the IdP's retry after a failure is not taken for a replay.
 	used := "jti:" + lt.TokenID
-	if !s.flow.MarkUsed(used, lt.Expiry) {
-		return errReplayedLogoutToken
+	if err := s.flow.MarkUsed(used, lt.Expiry); err != nil {
+		if errors.Is(err, oidcflow.ErrUsed) {
+			return errReplayedLogoutToken
+		}
+		return err // full: 503, and the IdP retries
 	}
 	fail := func(err error) error {
 		s.flow.ForgetUsed(used)

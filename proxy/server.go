@@ -121,21 +121,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		metrics:    newMetrics(),
 	}
 	s.policy.Store(policy)
-	s.flow = oidcflow.New(oidcflow.Config{
-		IssuerURL:       cfg.IssuerURL,
-		ClientID:        cfg.ClientID,
-		ClientSecret:    string(clientSecret),
-		Scopes:          strings.Fields(cfg.Scopes),
-		RedirectURLs:    redirects,
-		GroupsClaim:     cfg.GroupsClaim,
-		CookieName:      s.cookieName,
-		Secure:          cfg.CookieSecure,
-		Codecs:          loginCodecs,
-		SessionLifetime: cfg.SessionLifetime,
-		HTTPClient:      deps.HTTPClient,
-		Now:             deps.Now,
-		Log:             deps.Log,
-	})
 	switch cfg.SessionStore {
 	case StoreRedis:
 		// go-redis has one process-wide logger for its own dial messages;
@@ -158,6 +143,27 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.closeStore = func() error { return nil }
 		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	}
+	// With Redis, used states and codes are refused on every replica.
+	var shared oidcflow.UsedMarker
+	if m, ok := s.store.(usedMarker); ok {
+		shared = m
+	}
+	s.flow = oidcflow.New(oidcflow.Config{
+		IssuerURL:       cfg.IssuerURL,
+		ClientID:        cfg.ClientID,
+		ClientSecret:    string(clientSecret),
+		Scopes:          strings.Fields(cfg.Scopes),
+		RedirectURLs:    redirects,
+		GroupsClaim:     cfg.GroupsClaim,
+		CookieName:      s.cookieName,
+		Secure:          cfg.CookieSecure,
+		Codecs:          loginCodecs,
+		SessionLifetime: cfg.SessionLifetime,
+		Shared:          shared,
+		HTTPClient:      deps.HTTPClient,
+		Now:             deps.Now,
+		Log:             deps.Log,
+	})
 	s.refresher = newRefresher(s.flow, deps.Now)
 	s.proxy = s.newReverseProxy()
 	return s, nil

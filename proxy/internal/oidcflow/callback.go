@@ -43,8 +43,11 @@ func (f *Flow) Callback(w http.ResponseWriter, r *http.Request) (*session.Sessio
 	if code == "" {
 		return nil, rd, fmt.Errorf("%w: no code parameter", ErrLoginState)
 	}
-	if !f.used.add("code:"+digest(code), f.cfg.Now().Add(LoginWindow)) {
-		return nil, rd, fmt.Errorf("%w: code replayed", ErrLoginState)
+	if err := f.markUsed(r.Context(), "code", code, f.cfg.Now().Add(LoginWindow)); err != nil {
+		if errors.Is(err, ErrUsed) {
+			return nil, rd, fmt.Errorf("%w: code replayed: %w", ErrLoginState, err)
+		}
+		return nil, rd, err
 	}
 	p := f.provider.Load()
 	if p == nil {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -51,6 +52,10 @@ func (f *Flow) Start(w http.ResponseWriter, r *http.Request, rd string) error {
 	p := f.provider.Load()
 	if p == nil {
 		return ErrIdPUnavailable
+	}
+	if !f.used.hasRoom() {
+		// The callback could not be accepted; say so before the IdP.
+		return ErrBusy
 	}
 	redirectURL, ok := f.RedirectURL(r.Host)
 	if !ok {
@@ -157,8 +162,11 @@ func (f *Flow) takeLogin(w http.ResponseWriter, r *http.Request, state string) (
 		if f.cfg.Now().Sub(created) > LoginWindow {
 			return st, fmt.Errorf("%w: login started over %v ago", ErrLoginState, LoginWindow)
 		}
-		if !f.used.add("state:"+digest(st.State), created.Add(LoginWindow)) {
-			return st, fmt.Errorf("%w: state replayed", ErrLoginState)
+		if err := f.markUsed(r.Context(), "state", st.State, created.Add(LoginWindow)); err != nil {
+			if errors.Is(err, ErrUsed) {
+				return st, fmt.Errorf("%w: state replayed: %w", ErrLoginState, err)
+			}
+			return st, err
 		}
 		return st, nil
 	}

@@ -10,7 +10,9 @@
 package oidcflow
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -38,7 +40,21 @@ var (
 	ErrIdPUnavailable = errors.New("identity provider unavailable")
 	// ErrIdPFailed: the IdP answered with a server error. 502.
 	ErrIdPFailed = errors.New("identity provider failed")
+	// ErrBusy: the replica's set of used states and codes is full of
+	// unexpired entries, so it cannot take a new login until some expire.
+	// 503 with Retry-After.
+	ErrBusy = errors.New("too many logins in progress")
+	// ErrUsed: a single-use value (state, code, logout token id) was
+	// already used.
+	ErrUsed = errors.New("already used")
 )
+
+// UsedMarker records single-use values across replicas (the Redis store).
+// MarkUsed reports false when key was already recorded; its errors wrap
+// session.ErrUnavailable.
+type UsedMarker interface {
+	MarkUsed(ctx context.Context, kind, key string, ttl time.Duration) (bool, error)
+}
 
 // Config configures a Flow. All fields are validated by the proxy's Config.
 type Config struct {
@@ -57,9 +73,12 @@ type Config struct {
 	// Codecs seal login cookies; the first encodes.
 	Codecs          []securecookie.Codec
 	SessionLifetime time.Duration
-	HTTPClient      *http.Client
-	Now             func() time.Time
-	Log             *slog.Logger
+	// Shared, when set, records used states and codes for every replica
+	// (DESIGN.md behaviour 2), besides the replica's own set.
+	Shared     UsedMarker
+	HTTPClient *http.Client
+	Now        func() time.Time
+	Log        *slog.Logger
 }
 
 // Flow runs logins. It is safe for concurrent use.
@@ -94,15 +113,34 @@ func (f *Flow) SetClientSecret(secret string) {
 
 func (f *Flow) secret() string { return *f.clientSecret.Load() }
 
-// MarkUsed records key until expires in the replica's single-use set; it
-// reports false when key was already used.
-func (f *Flow) MarkUsed(key string, expires time.Time) bool { return f.used.add(key, expires) }
+// MarkUsed records key until expires in the replica's single-use set. It
+// returns ErrUsed when key was already used, ErrBusy when the set is full.
+func (f *Flow) MarkUsed(key string, expires time.Time) error { return f.used.add(key, expires) }
 
 // ForgetUsed undoes MarkUsed, for an operation that failed after marking.
 func (f *Flow) ForgetUsed(key string) {
 	f.used.mu.Lock()
 	defer f.used.mu.Unlock()
 	delete(f.used.m, key)
+}
+
+// markUsed records a state or code as used, in this replica and, with a
+// shared store, in all of them, until expires.
+func (f *Flow) markUsed(ctx context.Context, kind, value string, expires time.Time) error {
+	if err := f.used.add(kind+":"+digest(value), expires); err != nil {
+		return err
+	}
+	if f.cfg.Shared == nil {
+		return nil
+	}
+	fresh, err := f.cfg.Shared.MarkUsed(ctx, kind, value, max(expires.Sub(f.cfg.Now()), time.Second))
+	if err != nil {
+		return fmt.Errorf("record used %s: %w", kind, err)
+	}
+	if !fresh {
+		return fmt.Errorf("%s: %w on another replica", kind, ErrUsed)
+	}
+	return nil
 }
 
 // RedirectURL returns the registered callback URL for a request's Host. With
@@ -152,43 +190,69 @@ func (f *Flow) oauth2Config(p *provider, redirect *url.URL) *oauth2.Config {
 
 // usedSet remembers consumed states and codes until their login window
 // closes, so that a callback can never be replayed against this replica,
-// whatever the IdP does with reused codes.
+// whatever the IdP does with reused codes. It never forgets an entry
+// before it expires: when full, it refuses new ones (ErrBusy).
 type usedSet struct {
 	now func() time.Time
-	mu  sync.Mutex // guards m
+	max int
+	mu  sync.Mutex // guards m and earliest
 	m   map[string]time.Time
+	// earliest is no later than the first expiry in m, so that a full set
+	// with nothing expired refuses at once instead of scanning.
+	earliest time.Time
 }
 
-// maxUsed bounds usedSet; past it, entries are pruned, and if none have
-// expired the oldest half goes.
+// maxUsed bounds usedSet: 100,000 logins within one login window.
 const maxUsed = 100_000
 
 func newUsedSet(now func() time.Time) *usedSet {
-	return &usedSet{now: now, m: make(map[string]time.Time)}
+	return &usedSet{now: now, max: maxUsed, m: make(map[string]time.Time)}
 }
 
-// add records key until expires; it reports false when key was already
-// recorded and has not expired.
-func (u *usedSet) add(key string, expires time.Time) bool {
+// add records key until expires. It returns ErrUsed when key is recorded
+// and unexpired, and ErrBusy when the set is full of unexpired entries.
+func (u *usedSet) add(key string, expires time.Time) error {
 	now := u.now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if exp, ok := u.m[key]; ok && now.Before(exp) {
-		return false
+		return ErrUsed
 	}
-	if len(u.m) >= maxUsed {
-		for k, exp := range u.m {
-			if !now.Before(exp) {
-				delete(u.m, k)
-			}
-		}
-		for k := range u.m {
-			if len(u.m) < maxUsed/2 {
-				break
-			}
-			delete(u.m, k)
-		}
+	if !u.roomLocked(now) {
+		return ErrBusy
+	}
+	if len(u.m) == 0 || expires.Before(u.earliest) {
+		u.earliest = expires
 	}
 	u.m[key] = expires
-	return true
+	return nil
+}
+
+// hasRoom reports whether add could record a new key now.
+func (u *usedSet) hasRoom() bool {
+	now := u.now()
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.roomLocked(now)
+}
+
+// roomLocked makes room by dropping expired entries, when some can have
+// expired, and reports whether there is room; u.mu is held.
+func (u *usedSet) roomLocked(now time.Time) bool {
+	if len(u.m) < u.max {
+		return true
+	}
+	if now.Before(u.earliest) {
+		return false
+	}
+	first := time.Time{}
+	for k, exp := range u.m {
+		if !now.Before(exp) {
+			delete(u.m, k)
+		} else if first.IsZero() || exp.Before(first) {
+			first = exp
+		}
+	}
+	u.earliest = first
+	return len(u.m) < u.max
 }

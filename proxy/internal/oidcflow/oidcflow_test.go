@@ -167,14 +167,54 @@ func TestUsedSet(t *testing.T) {
 	t.Parallel()
 	clk := &clock{t: time.Now()}
 	u := newUsedSet(clk.now)
-	if !u.add("k", clk.now().Add(time.Minute)) {
-		t.Fatal("first add refused")
+	if err := u.add("k", clk.now().Add(time.Minute)); err != nil {
+		t.Fatalf("first add: %v", err)
 	}
-	if u.add("k", clk.now().Add(time.Minute)) {
-		t.Fatal("second add accepted")
+	if err := u.add("k", clk.now().Add(time.Minute)); !errors.Is(err, ErrUsed) {
+		t.Fatalf("second add: %v, want ErrUsed", err)
 	}
 	clk.advance(2 * time.Minute)
-	if !u.add("k", clk.now().Add(time.Minute)) {
-		t.Fatal("add after expiry refused")
+	if err := u.add("k", clk.now().Add(time.Minute)); err != nil {
+		t.Fatalf("add after expiry: %v", err)
+	}
+}
+
+// TestUsedSetFullRefusesLogins: a full set of used states forgets nothing
+// that has not expired; it refuses new logins instead (DESIGN.md behaviour
+// 2), so flooding the callback cannot re-open replay.
+func TestUsedSetFullRefusesLogins(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	clk := &clock{t: time.Now()}
+	f := newFlow(t, idp, clk, "https://app.example/_gatehouse/callback")
+	f.used.max = 4 // a state and a code per login: two logins fill it
+
+	first := startAndAuthorize(t, f, idp)
+	replay := first.Clone(t.Context())
+	if _, _, err := f.Callback(httptest.NewRecorder(), first); err != nil {
+		t.Fatal(err)
+	}
+	clk.advance(time.Minute)
+	if _, _, err := f.Callback(httptest.NewRecorder(), startAndAuthorize(t, f, idp)); err != nil {
+		t.Fatal(err)
+	}
+	// Full: a new login is refused, at the start and at the callback.
+	if err := f.Start(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "https://app.example/", nil), "/"); !errors.Is(err, ErrBusy) {
+		t.Errorf("Start with the set full: %v, want ErrBusy", err)
+	}
+	f.used.max = 5
+	third := startAndAuthorize(t, f, idp) // room for its state, not its code
+	if _, _, err := f.Callback(httptest.NewRecorder(), third); !errors.Is(err, ErrBusy) {
+		t.Errorf("Callback with the set full: %v, want ErrBusy", err)
+	}
+	f.used.max = 4
+	// The first login's state is still remembered.
+	if _, _, err := f.Callback(httptest.NewRecorder(), replay); !errors.Is(err, ErrLoginState) {
+		t.Errorf("replayed callback with the set full: %v, want ErrLoginState", err)
+	}
+	// Once the first login's window has passed, there is room again.
+	clk.advance(LoginWindow - time.Minute + time.Second)
+	if err := f.Start(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "https://app.example/", nil), "/"); err != nil {
+		t.Errorf("Start after entries expired: %v", err)
 	}
 }
