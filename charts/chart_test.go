@@ -2,6 +2,8 @@ package charts_test
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path"
@@ -19,9 +21,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
@@ -102,6 +106,14 @@ func TestSchemaRejects(t *testing.T) {
 		{"pod label app.kubernetes.io/name", provider + "podLabels:\n  app.kubernetes.io/name: shop\n", "at '/podLabels/app.kubernetes.io~1name'"},
 		{"pod label app.kubernetes.io/instance", provider + "podLabels:\n  app.kubernetes.io/instance: shop\n", "at '/podLabels/app.kubernetes.io~1instance'"},
 		{"pod label app.kubernetes.io/component", provider + "podLabels:\n  app.kubernetes.io/component: web\n", "at '/podLabels/app.kubernetes.io~1component'"},
+		// The controller finds its requirement by key and operator; a
+		// second one would be mistaken for it.
+		{"the controller's namespace requirement", provider + "webhook:\n  namespaceSelector:\n    matchExpressions:\n      - {key: kubernetes.io/metadata.name, operator: In, values: [shop]}\n",
+			"at '/webhook/namespaceSelector/matchExpressions/0'"},
+		{"preStop sleep", provider + "webhook:\n  preStopSleepSeconds: -1\n", "/webhook/preStopSleepSeconds"},
+		{"typo in priorityClass", provider + "priorityClass:\n  crate: true\n", "additional properties 'crate' not allowed"},
+		{"system priority value", provider + "priorityClass:\n  create: true\n  value: 2000000000\n", "/priorityClass/value"},
+		{"priority class name", provider + "priorityClassName: Platform_Critical\n", "/priorityClassName"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -130,7 +142,10 @@ func TestNotes(t *testing.T) {
 		want, dontWant       []string
 	}{
 		{"minimal", "minimal", releaseNS,
-			[]string{"It never covers kube-system,\ngatehouse-system or namespaces labelled gatehouse.dev/injection=disabled.\n"},
+			[]string{
+				"The webhook fails closed (failurePolicy: Fail), but only in the namespaces\nGatehouse protects",
+				"It never covers kube-system,\ngatehouse-system or namespaces labelled gatehouse.dev/injection=disabled.\n",
+			},
 			[]string{"WARNING", "not matching"}},
 		{"namespace selector", "production", releaseNS,
 			[]string{"It never covers kube-system,\ngatehouse-system, monitoring, cert-manager, namespaces labelled gatehouse.dev/injection=disabled\n" + selector},
@@ -247,7 +262,7 @@ func TestWiring(t *testing.T) {
 func checkWiring(t *testing.T, r rendered) {
 	for _, o := range r.objs {
 		switch o.GetKind() {
-		case "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration":
+		case "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "PriorityClass":
 			if o.GetNamespace() != "" {
 				t.Errorf("cluster-scoped %s %s has namespace %q", o.GetKind(), o.GetName(), o.GetNamespace())
 			}
@@ -334,6 +349,24 @@ func checkWiring(t *testing.T, r rendered) {
 		}
 	}
 
+	// Shutdown: the preStop sleep and the manager's graceful shutdown fit
+	// in the grace period.
+	grace := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if tmpl.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *tmpl.Spec.TerminationGracePeriodSeconds
+	}
+	if sleep := preStopSleep(ctr); grace < sleep+managerShutdownSeconds {
+		t.Errorf("terminationGracePeriodSeconds %d does not cover the preStop sleep (%ds) and the manager's shutdown (%ds)", grace, sleep, managerShutdownSeconds)
+	}
+	// The chart's PriorityClass, when it makes one, is the Pods'.
+	if pcs := r.all("PriorityClass"); len(pcs) > 0 {
+		pc := as[schedulingv1.PriorityClass](t, r.get(t, "PriorityClass", ""))
+		if tmpl.Spec.PriorityClassName != pc.Name || pc.GlobalDefault || pc.Value > 1_000_000_000 {
+			t.Errorf("PriorityClass %s (value %d, globalDefault %t), Pods' priorityClassName %q; want the Pods' own, a user class, not the default",
+				pc.Name, pc.Value, pc.GlobalDefault, tmpl.Spec.PriorityClassName)
+		}
+	}
+
 	webhookSvc := as[corev1.Service](t, r.get(t, "Service", flags["webhook-service"]))
 	var metricsSvc *corev1.Service
 	for _, u := range r.all("Service") {
@@ -362,14 +395,15 @@ func checkWiring(t *testing.T, r rendered) {
 		if len(wh.ClientConfig.CABundle) != 0 {
 			t.Errorf("webhook %s has a caBundle in the chart; the controller or cert-manager owns it", wh.Name)
 		}
+		checkWebhookScope(t, wh, r.namespace)
 	}
 
 	// The webhook's certificate Secret: "<--webhook-service>-tls", written
 	// by the controller or by cert-manager.
 	secretName := flags["webhook-service"] + "-tls"
-	// The controller gets its webhook configuration by name in every mode
-	// (for its namespaceSelector), and patches its caBundle unless
-	// cert-manager's cainjector does.
+	// The controller gets and patches its webhook configuration, by name,
+	// in every mode: it keeps the namespaceSelector current, and the
+	// caBundle unless cert-manager's cainjector does.
 	rbacCreated := len(r.all("ClusterRole")) > 0
 	wantMWCRule := rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"mutatingwebhookconfigurations"},
 		ResourceNames: []string{mwc.Name}, Verbs: []string{"get", "patch"}}
@@ -393,7 +427,6 @@ func checkWiring(t *testing.T, r rendered) {
 		if issuers := r.all("Issuer"); len(issuers) > 0 && (len(issuers) != 1 || issuers[0].GetName() != issuerName) {
 			t.Errorf("Certificate's issuer %q is not the rendered Issuer", issuerName)
 		}
-		wantMWCRule.Verbs = []string{"get"}
 	} else if len(r.all("Certificate")) != 0 {
 		t.Error("a Certificate without --webhook-cert-dir")
 	}
@@ -560,9 +593,9 @@ func checkTestHooks(t *testing.T, hooks rendered, pod *corev1.Pod, check *corev1
 
 // TestRBACMatchesGeneratedRole: the chart grants exactly what
 // config/rbac/role.yaml (generated from the code's markers) grants,
-// narrowed only where the code allows: the Lease in the release namespace,
-// the webhook configuration by name, and only read with cert-manager, whose
-// cainjector (not the controller) patches its caBundle.
+// narrowed only where the code allows: the Lease in the release namespace
+// and the webhook configuration by name. With cert-manager too, since the
+// controller patches the webhook's namespaceSelector.
 func TestRBACMatchesGeneratedRole(t *testing.T) {
 	t.Parallel()
 	raw, err := os.ReadFile("../config/rbac/role.yaml")
@@ -576,12 +609,8 @@ func TestRBACMatchesGeneratedRole(t *testing.T) {
 	for _, set := range []string{"minimal", "cert-manager"} {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
-			want := grants(generated.Rules)
-			if set == "cert-manager" {
-				delete(want, grant{"admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"})
-			}
 			_, r := render(t, set)
-			checkGrants(t, r.only(false), want)
+			checkGrants(t, r.only(false), grants(generated.Rules))
 		})
 	}
 }
@@ -641,32 +670,13 @@ func grants(rules []rbacv1.PolicyRule) map[grant][]string {
 }
 
 // TestWebhookMatchesGenerated: the chart's webhook is
-// config/webhook/manifests.yaml (generated from the code's marker) with
-// the scope of config/webhook/namespace_selector_patch.yaml; only where it
-// calls and its timeout differ.
+// config/webhook/manifests.yaml (generated from the code's marker) with the
+// patches config/webhook/kustomization.yaml applies (its scope and
+// matchConditions, which the marker cannot express); only where it calls
+// and its timeout differ.
 func TestWebhookMatchesGenerated(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile("../config/webhook/manifests.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var generated admissionregistrationv1.MutatingWebhookConfiguration
-	if err := yaml.UnmarshalStrict(raw, &generated); err != nil {
-		t.Fatal(err)
-	}
-	raw, err = os.ReadFile("../config/webhook/namespace_selector_patch.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var patch []struct {
-		Op, Path string
-		Value    metav1.LabelSelector
-	}
-	if err := yaml.UnmarshalStrict(raw, &patch); err != nil || len(patch) != 1 || patch[0].Path != "/webhooks/0/namespaceSelector" {
-		t.Fatalf("namespace_selector_patch.yaml: %v %+v", err, patch)
-	}
-	generated.Webhooks[0].NamespaceSelector = &patch[0].Value // its namespace is gatehouse-system, as releaseNS
-
+	generated := kustomizedWebhook(t, "../config/webhook")
 	_, r := render(t, "minimal")
 	chart := as[admissionregistrationv1.MutatingWebhookConfiguration](t, r.get(t, "MutatingWebhookConfiguration", ""))
 	if len(chart.Webhooks) != len(generated.Webhooks) {
@@ -674,18 +684,307 @@ func TestWebhookMatchesGenerated(t *testing.T) {
 	}
 	for i := range chart.Webhooks {
 		got, want := chart.Webhooks[i].DeepCopy(), generated.Webhooks[i].DeepCopy()
-		if got.TimeoutSeconds == nil || *got.TimeoutSeconds != 10 {
-			t.Errorf("webhook %s timeoutSeconds %v, want the default 10", got.Name, got.TimeoutSeconds)
+		if got.TimeoutSeconds == nil || *got.TimeoutSeconds != 3 {
+			t.Errorf("webhook %s timeoutSeconds %v, want the default 3", got.Name, got.TimeoutSeconds)
 		}
 		if got.ClientConfig.Service == nil || want.ClientConfig.Service == nil || *got.ClientConfig.Service.Path != *want.ClientConfig.Service.Path {
 			t.Errorf("webhook %s path differs: chart %+v, generated %+v", got.Name, got.ClientConfig, want.ClientConfig)
 		}
 		got.ClientConfig, want.ClientConfig = admissionregistrationv1.WebhookClientConfig{}, admissionregistrationv1.WebhookClientConfig{}
-		got.TimeoutSeconds = nil
+		got.TimeoutSeconds, want.TimeoutSeconds = nil, nil
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("webhook %s differs from config/webhook (-generated +chart):\n%s", got.Name, diff)
 		}
 	}
+}
+
+// kustomizedWebhook is the MutatingWebhookConfiguration of the kustomize
+// directory dir: its resource with its JSON patches applied (add and
+// replace of object fields, all this directory uses). Its namespace is
+// gatehouse-system, as releaseNS.
+func kustomizedWebhook(t *testing.T, dir string) *admissionregistrationv1.MutatingWebhookConfiguration {
+	t.Helper()
+	var kust struct {
+		Resources []string
+		Patches   []struct {
+			Path   string
+			Target struct{ Kind string }
+		}
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(raw, &kust); err != nil || len(kust.Resources) != 1 {
+		t.Fatalf("%s/kustomization.yaml: %v, resources %q; want the one generated manifest", dir, err, kust.Resources)
+	}
+	if raw, err = os.ReadFile(filepath.Join(dir, kust.Resources[0])); err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range kust.Patches {
+		if p.Target.Kind != "MutatingWebhookConfiguration" {
+			t.Fatalf("patch %s targets %q", p.Path, p.Target.Kind)
+		}
+		if raw, err = os.ReadFile(filepath.Join(dir, p.Path)); err != nil {
+			t.Fatal(err)
+		}
+		var ops []struct {
+			Op, Path string
+			Value    any
+		}
+		if err := yaml.UnmarshalStrict(raw, &ops); err != nil {
+			t.Fatalf("%s: %v", p.Path, err)
+		}
+		for _, op := range ops {
+			if op.Op != "add" && op.Op != "replace" {
+				t.Fatalf("%s: op %q at %s; only add and replace are read here", p.Path, op.Op, op.Path)
+			}
+			if err := setField(doc, op.Path, op.Value); err != nil {
+				t.Fatalf("%s: %s %s: %v", p.Path, op.Op, op.Path, err)
+			}
+		}
+	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yamlRoundTrip(doc, &mwc); err != nil {
+		t.Fatalf("%s patched: %v", dir, err)
+	}
+	return &mwc
+}
+
+// setField sets the object field at the JSON pointer path (RFC 6901)
+// inside doc; the path's parents must exist.
+func setField(doc any, pointer string, v any) error {
+	tokens := strings.Split(strings.TrimPrefix(pointer, "/"), "/")
+	for i, tok := range tokens {
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		last := i == len(tokens)-1
+		switch node := doc.(type) {
+		case map[string]any:
+			if last {
+				node[tok] = v
+				return nil
+			}
+			doc = node[tok]
+		case []any:
+			n, err := strconv.Atoi(tok)
+			if err != nil || n < 0 || n >= len(node) || last {
+				return fmt.Errorf("element %q of a list of %d: only fields of list elements can be set", tok, len(node))
+			}
+			doc = node[n]
+		default:
+			return fmt.Errorf("no object or list at %q", tok)
+		}
+	}
+	return errors.New("empty path")
+}
+
+// protectedNamespacesPlaceholder is the one value of the webhook's
+// `kubernetes.io/metadata.name In` requirement until the controller lists
+// the namespaces Gatehouse protects.
+const protectedNamespacesPlaceholder = "gatehouse_none"
+
+// managerShutdownSeconds is controller-runtime's default graceful shutdown
+// timeout, which the controller keeps.
+const managerShutdownSeconds = 30
+
+var wantMatchConditions = []admissionregistrationv1.MatchCondition{
+	{Name: "not-host-network", Expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"},
+	{Name: "has-named-port", Expression: "object.spec.containers.exists(c, has(c.ports) && c.ports.exists(p, has(p.name) && p.name != ''))"},
+}
+
+// checkWebhookScope checks which Pods reach the fail-closed webhook: only
+// those in the namespaces the controller lists in the one
+// `kubernetes.io/metadata.name In` requirement (found, as the controller
+// finds it, by key and operator; the last, and holding only the
+// placeholder as rendered), never kube-system, the release namespace or
+// namespaces labelled gatehouse.dev/injection=disabled even when listed,
+// and never host-network Pods or Pods without a named port.
+func checkWebhookScope(t *testing.T, wh admissionregistrationv1.MutatingWebhook, releaseNS string) {
+	t.Helper()
+	if wh.FailurePolicy == nil || *wh.FailurePolicy != admissionregistrationv1.Fail {
+		t.Errorf("webhook %s failurePolicy %v, want Fail", wh.Name, wh.FailurePolicy)
+	}
+	if wh.TimeoutSeconds == nil || *wh.TimeoutSeconds < 1 || *wh.TimeoutSeconds > 30 {
+		t.Errorf("webhook %s timeoutSeconds %v, want 1 to 30", wh.Name, wh.TimeoutSeconds)
+	}
+	if diff := cmp.Diff(wantMatchConditions, wh.MatchConditions); diff != "" {
+		t.Errorf("webhook %s matchConditions (-want +got):\n%s", wh.Name, diff)
+	}
+	if wh.NamespaceSelector == nil || len(wh.NamespaceSelector.MatchLabels) != 0 {
+		t.Fatalf("webhook %s namespaceSelector %+v, want matchExpressions only", wh.Name, wh.NamespaceSelector)
+	}
+	exprs := wh.NamespaceSelector.MatchExpressions
+	var owned []int
+	for i, e := range exprs {
+		if e.Key == corev1.LabelMetadataName && e.Operator == metav1.LabelSelectorOpIn {
+			owned = append(owned, i)
+		}
+	}
+	if len(owned) != 1 || owned[0] != len(exprs)-1 || !slices.Equal(exprs[owned[0]].Values, []string{protectedNamespacesPlaceholder}) {
+		t.Fatalf("webhook %s namespaceSelector %+v: want exactly one %s In requirement, the last, with the values [%s]",
+			wh.Name, exprs, corev1.LabelMetadataName, protectedNamespacesPlaceholder)
+	}
+	if errs := validation.IsValidLabelValue(protectedNamespacesPlaceholder); len(errs) > 0 {
+		t.Errorf("placeholder %q is not a label value: %q", protectedNamespacesPlaceholder, errs)
+	}
+	if len(validation.IsDNS1123Label(protectedNamespacesPlaceholder)) == 0 {
+		t.Errorf("placeholder %q could name a namespace", protectedNamespacesPlaceholder)
+	}
+
+	// What the selector matches once the controller lists names.
+	matches := func(listed []string, name string, nsLabels map[string]string) bool {
+		sel := wh.NamespaceSelector.DeepCopy()
+		sel.MatchExpressions[owned[0]].Values = listed
+		set := labels.Set{corev1.LabelMetadataName: name}
+		for k, v := range nsLabels {
+			set[k] = v
+		}
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil {
+			t.Fatalf("webhook %s namespaceSelector: %v", wh.Name, err)
+		}
+		return s.Matches(set)
+	}
+	disabled := map[string]string{controllers.NamespaceInjectionLabel: "disabled"}
+	if matches([]string{protectedNamespacesPlaceholder}, "shop", nil) {
+		t.Error("the rendered namespaceSelector matches a namespace the controller has not listed")
+	}
+	for _, ns := range []string{"kube-system", releaseNS} {
+		if matches([]string{ns, "shop"}, ns, nil) {
+			t.Errorf("the namespaceSelector matches namespace %s when the controller lists it", ns)
+		}
+	}
+	if matches([]string{"shop"}, "shop", disabled) {
+		t.Errorf("the namespaceSelector matches a listed namespace labelled %s=disabled", controllers.NamespaceInjectionLabel)
+	}
+	if len(exprs) == 3 && !matches([]string{"shop"}, "shop", nil) { // no extra requirements from values
+		t.Errorf("the namespaceSelector %+v does not match a namespace the controller lists", exprs)
+	}
+}
+
+// preStopSleep is the seconds of c's preStop sleep action, 0 without one.
+func preStopSleep(c *corev1.Container) int64 {
+	if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil {
+		return 0
+	}
+	return c.Lifecycle.PreStop.Sleep.Seconds
+}
+
+// TestControllerScheduling: the controller's Pods spread over nodes
+// (required) and zones (preferred) unless the values set their own
+// podAntiAffinity, other affinity from the values is kept beside the
+// spread, the PriorityClass is the values' or the chart's own, and the
+// preStop sleep and grace period follow webhook.preStopSleepSeconds.
+func TestControllerScheduling(t *testing.T) {
+	t.Parallel()
+	const provider = "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: gatehouse}\n"
+	controllerPods := &metav1.LabelSelector{MatchLabels: map[string]string{
+		"app.kubernetes.io/name": "gatehouse", "app.kubernetes.io/instance": releaseName, "app.kubernetes.io/component": "controller",
+	}}
+	spread := &corev1.PodAntiAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+			LabelSelector: controllerPods, MatchLabelKeys: []string{"pod-template-hash"}, TopologyKey: corev1.LabelHostname,
+		}},
+		PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 100, PodAffinityTerm: corev1.PodAffinityTerm{
+			LabelSelector: controllerPods, MatchLabelKeys: []string{"pod-template-hash"}, TopologyKey: corev1.LabelTopologyZone,
+		}}},
+	}
+	tests := []struct {
+		name          string
+		set           string // a value set of testdata, or
+		values        string // values of its own
+		affinity      *corev1.Affinity
+		priorityClass string
+		chartClass    int32 // value of the chart's PriorityClass; 0 when none
+		sleep, grace  int64
+	}{
+		{name: "defaults", set: "minimal", affinity: &corev1.Affinity{PodAntiAffinity: spread}, sleep: 5, grace: 35},
+		{
+			name: "node affinity beside the spread", set: "production",
+			affinity: &corev1.Affinity{
+				NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+					MatchExpressions: []corev1.NodeSelectorRequirement{{Key: "node-role.example.com/platform", Operator: corev1.NodeSelectorOpExists}},
+				}}}},
+				PodAntiAffinity: spread,
+			},
+			priorityClass: "platform-critical", sleep: 5, grace: 35,
+		},
+		{
+			name: "own spread and the chart's PriorityClass", set: "scheduling",
+			affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+				PreferredDuringSchedulingIgnoredDuringExecution: []corev1.WeightedPodAffinityTerm{{Weight: 50, PodAffinityTerm: corev1.PodAffinityTerm{
+					LabelSelector: controllerPods, TopologyKey: corev1.LabelHostname,
+				}}},
+			}},
+			priorityClass: "gatehouse", chartClass: 100000, sleep: 10, grace: 40,
+		},
+		{
+			name: "spread turned off and no preStop sleep", values: provider + "replicaCount: 1\naffinity:\n  podAntiAffinity: {}\nwebhook:\n  preStopSleepSeconds: 0\n",
+			affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{}}, sleep: 0, grace: 30,
+		},
+		{
+			name: "the chart's PriorityClass by name", values: provider + "priorityClassName: gatehouse-critical\npriorityClass:\n  create: true\n",
+			affinity: &corev1.Affinity{PodAntiAffinity: spread}, priorityClass: "gatehouse-critical", chartClass: 1000000, sleep: 5, grace: 35,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var r rendered
+			if tc.set != "" {
+				_, r = render(t, tc.set)
+			} else {
+				r = renderValues(t, tc.values)
+			}
+			spec := as[appsv1.Deployment](t, r.get(t, "Deployment", "")).Spec.Template.Spec
+			if diff := cmp.Diff(tc.affinity, spec.Affinity); diff != "" {
+				t.Errorf("affinity (-want +got):\n%s", diff)
+			}
+			if spec.PriorityClassName != tc.priorityClass {
+				t.Errorf("priorityClassName %q, want %q", spec.PriorityClassName, tc.priorityClass)
+			}
+			switch pcs := r.all("PriorityClass"); {
+			case tc.chartClass == 0 && len(pcs) > 0:
+				t.Errorf("the chart made PriorityClass %s", pcs[0].GetName())
+			case tc.chartClass != 0:
+				pc := as[schedulingv1.PriorityClass](t, r.get(t, "PriorityClass", tc.priorityClass))
+				if pc.Value != tc.chartClass {
+					t.Errorf("PriorityClass %s has value %d, want %d", pc.Name, pc.Value, tc.chartClass)
+				}
+			}
+			if got := preStopSleep(containerNamed(t, spec.Containers, "controller")); got != tc.sleep {
+				t.Errorf("preStop sleep %ds, want %ds", got, tc.sleep)
+			}
+			if g := spec.TerminationGracePeriodSeconds; g == nil || *g != tc.grace {
+				t.Errorf("terminationGracePeriodSeconds %v, want %d", g, tc.grace)
+			}
+			if tc.set == "minimal" && len(spec.TopologySpreadConstraints) != 0 {
+				t.Errorf("topologySpreadConstraints %+v by default; the affinity spreads the replicas", spec.TopologySpreadConstraints)
+			}
+		})
+	}
+}
+
+// renderValues runs helm template with the given values file content.
+func renderValues(t *testing.T, values string) rendered {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := helm(t, "template", releaseName, chartDir, "--namespace", releaseNS, "-f", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := splitObjects(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rendered{namespace: releaseNS, objs: objs}
 }
 
 // parseFlags reads --name=value and --name arguments.

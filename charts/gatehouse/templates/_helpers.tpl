@@ -205,3 +205,59 @@ back to the first provider, so `gatehouse.dev/enabled: "true"` alone works.
 {{- end }}
 {{- toYaml (dict "providers" $providers "defaults" $defaults) }}
 {{- end }}
+
+{{/*
+The values of the webhook's `kubernetes.io/metadata.name In` requirement,
+as a JSON list. The controller keeps them the names of the namespaces
+Gatehouse protects; the chart renders the placeholder "gatehouse_none"
+(which no namespace name can be) on a fresh install and under helm template,
+and on helm upgrade the live configuration's values, so that an upgrade
+never leaves protected namespaces outside the webhook until the controller
+puts them back.
+*/}}
+{{- define "gatehouse.protectedNamespaces" -}}
+{{- $values := list "gatehouse_none" }}
+{{- $live := lookup "admissionregistration.k8s.io/v1" "MutatingWebhookConfiguration" "" (include "gatehouse.webhookConfigurationName" .) }}
+{{- range (dig "webhooks" list $live) }}
+{{- if eq (dig "name" "" .) "pods.gatehouse.dev" }}
+{{- range (dig "namespaceSelector" "matchExpressions" list .) }}
+{{- if and (eq (dig "key" "" .) "kubernetes.io/metadata.name") (eq (dig "operator" "" .) "In") (dig "values" list .) }}
+{{- $values = .values }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $values }}
+{{- end }}
+
+{{/*
+The controller Pods' affinity: .Values.affinity, plus, unless it sets
+podAntiAffinity, the default spread: never two replicas on one node
+(required) and, where possible, not in one zone (preferred). matchLabelKeys
+pod-template-hash lets a rolling update's new Pod share a node with an old
+one, so an upgrade does not need a spare node.
+*/}}
+{{- define "gatehouse.affinity" -}}
+{{- $affinity := deepCopy .Values.affinity }}
+{{- if not (hasKey $affinity "podAntiAffinity") }}
+{{- $selector := dict "matchLabels" (include "gatehouse.controllerSelectorLabels" . | fromYaml) }}
+{{- $_ := set $affinity "podAntiAffinity" (dict
+  "requiredDuringSchedulingIgnoredDuringExecution" (list (dict "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash") "topologyKey" "kubernetes.io/hostname"))
+  "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" (dict "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash") "topologyKey" "topology.kubernetes.io/zone")))
+) }}
+{{- end }}
+{{- toYaml $affinity }}
+{{- end }}
+
+{{/*
+The controller Pods' PriorityClass: priorityClassName, which names the
+chart's own class when priorityClass.create (default the object name
+prefix); empty means none.
+*/}}
+{{- define "gatehouse.priorityClassName" -}}
+{{- if .Values.priorityClass.create }}
+{{- default (include "gatehouse.fullname" .) .Values.priorityClassName }}
+{{- else }}
+{{- .Values.priorityClassName }}
+{{- end }}
+{{- end }}
