@@ -49,7 +49,7 @@ func (f *Flow) Callback(w http.ResponseWriter, r *http.Request) (*session.Sessio
 		}
 		return nil, rd, err
 	}
-	p := f.provider.Load()
+	p := f.waitProvider(r.Context())
 	if p == nil {
 		return nil, rd, ErrIdPUnavailable
 	}

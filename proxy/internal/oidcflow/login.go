@@ -47,9 +47,10 @@ func (f *Flow) IsLoginCookie(name string) bool { return strings.HasPrefix(name, 
 
 // Start begins a login: it records state, nonce and PKCE verifier in a new
 // login-state cookie and redirects the browser to the IdP. rd is where the
-// browser goes afterwards; it is sanitised again here.
+// browser goes afterwards; it is sanitised again here. Before discovery has
+// succeeded it waits up to DiscoveryWait, then gives ErrIdPUnavailable.
 func (f *Flow) Start(w http.ResponseWriter, r *http.Request, rd string) error {
-	p := f.provider.Load()
+	p := f.waitProvider(r.Context())
 	if p == nil {
 		return ErrIdPUnavailable
 	}

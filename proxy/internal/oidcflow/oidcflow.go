@@ -83,8 +83,11 @@ type Config struct {
 
 // Flow runs logins. It is safe for concurrent use.
 type Flow struct {
-	cfg          Config
-	provider     atomic.Pointer[provider]
+	cfg      Config
+	provider atomic.Pointer[provider]
+	// discovered is closed once provider is set.
+	discovered   chan struct{}
+	discoverOnce sync.Once
 	codecs       atomic.Pointer[[]securecookie.Codec]
 	clientSecret atomic.Pointer[string]
 	used         *usedSet
@@ -93,7 +96,7 @@ type Flow struct {
 
 // New returns a Flow. It does no I/O; call Run to discover the provider.
 func New(cfg Config) *Flow {
-	f := &Flow{cfg: cfg, used: newUsedSet(cfg.Now)}
+	f := &Flow{cfg: cfg, used: newUsedSet(cfg.Now), discovered: make(chan struct{})}
 	for _, u := range cfg.RedirectURLs {
 		f.origins = append(f.origins, u.Scheme+"://"+u.Host)
 	}

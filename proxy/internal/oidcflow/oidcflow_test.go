@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -37,6 +38,17 @@ func (c *clock) advance(d time.Duration) {
 
 func newFlow(t *testing.T, idp *idptest.Provider, clk *clock, redirects ...string) *Flow {
 	t.Helper()
+	f := newUndiscoveredFlow(t, idp, clk, redirects...)
+	p, err := f.discover(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.setProvider(p)
+	return f
+}
+
+func newUndiscoveredFlow(t *testing.T, idp *idptest.Provider, clk *clock, redirects ...string) *Flow {
+	t.Helper()
 	codecs, err := cookiestore.Codecs([][]byte{[]byte(strings.Repeat("x", 32))}, LoginWindow)
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +64,6 @@ func newFlow(t *testing.T, idp *idptest.Provider, clk *clock, redirects ...strin
 		CookieName: "gh", Codecs: codecs, SessionLifetime: time.Hour,
 		HTTPClient: idp.Client(), Now: clk.now, Log: slog.New(slog.DiscardHandler),
 	})
-	p, err := f.discover(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.provider.Store(p)
 	return f
 }
 
@@ -217,4 +224,51 @@ func TestUsedSetFullRefusesLogins(t *testing.T) {
 	if err := f.Start(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "https://app.example/", nil), "/"); err != nil {
 		t.Errorf("Start after entries expired: %v", err)
 	}
+}
+
+// TestLoginWaitsForDiscovery: a login that arrives while discovery is in
+// flight waits for it, up to DiscoveryWait, instead of failing at once
+// (DESIGN.md behaviour 11).
+func TestLoginWaitsForDiscovery(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	clk := &clock{t: time.Now()}
+	discovered := newFlow(t, idp, clk, "https://app.example/_gatehouse/callback").provider.Load()
+	start := func(f *Flow, rec *httptest.ResponseRecorder) error {
+		return f.Start(rec, httptest.NewRequest(http.MethodGet, "https://app.example/x", nil), "/x")
+	}
+
+	t.Run("discovery completes", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newUndiscoveredFlow(t, idp, clk, "https://app.example/_gatehouse/callback")
+			rec := httptest.NewRecorder()
+			errc := make(chan error, 1)
+			go func() { errc <- start(f, rec) }()
+			synctest.Wait() // Start is blocked: no provider yet
+			select {
+			case err := <-errc:
+				t.Fatalf("Start returned before discovery: %v", err)
+			default:
+			}
+			f.setProvider(discovered)
+			if err := <-errc; err != nil {
+				t.Fatalf("Start after discovery: %v", err)
+			}
+			if rec.Code != http.StatusFound || !strings.HasPrefix(rec.Header().Get("Location"), idp.URL) {
+				t.Errorf("Start: %d to %q, want 302 to the IdP", rec.Code, rec.Header().Get("Location"))
+			}
+		})
+	})
+	t.Run("discovery does not complete", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			f := newUndiscoveredFlow(t, idp, clk, "https://app.example/_gatehouse/callback")
+			began := time.Now()
+			if err := start(f, httptest.NewRecorder()); !errors.Is(err, ErrIdPUnavailable) {
+				t.Fatalf("Start without discovery: %v, want ErrIdPUnavailable", err)
+			}
+			if waited := time.Since(began); waited != DiscoveryWait {
+				t.Errorf("waited %v, want %v", waited, DiscoveryWait)
+			}
+		})
+	})
 }

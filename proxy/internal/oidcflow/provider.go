@@ -39,7 +39,7 @@ func (f *Flow) Run(ctx context.Context) {
 	for {
 		p, err := f.discover(ctx)
 		if err == nil {
-			f.provider.Store(p)
+			f.setProvider(p)
 			f.cfg.Log.InfoContext(ctx, "Identity provider discovered", "issuer", f.cfg.IssuerURL, "revocation", p.revocation != "", "endSession", p.endSession != "")
 			return
 		}
@@ -55,6 +55,34 @@ func (f *Flow) Run(ctx context.Context) {
 
 // Ready reports whether discovery has succeeded.
 func (f *Flow) Ready() bool { return f.provider.Load() != nil }
+
+// DiscoveryWait is how long a login that arrives before discovery has
+// succeeded waits for it (DESIGN.md behaviour 11): a new Pod receives
+// traffic as soon as it is Ready, often while its first discovery is still
+// in flight.
+const DiscoveryWait = 5 * time.Second
+
+func (f *Flow) setProvider(p *provider) {
+	f.provider.Store(p)
+	f.discoverOnce.Do(func() { close(f.discovered) })
+}
+
+// waitProvider returns the discovered provider, waiting up to
+// DiscoveryWait (or until ctx ends) for discovery; nil when there is
+// still none.
+func (f *Flow) waitProvider(ctx context.Context) *provider {
+	if p := f.provider.Load(); p != nil {
+		return p
+	}
+	t := time.NewTimer(DiscoveryWait)
+	defer t.Stop()
+	select {
+	case <-f.discovered:
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return f.provider.Load()
+}
 
 func (f *Flow) discover(ctx context.Context) (*provider, error) {
 	ctx, cancel := context.WithTimeout(f.clientContext(ctx), 10*time.Second)
