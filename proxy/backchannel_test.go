@@ -160,3 +160,57 @@ func mustMarshal(v any) []byte {
 	b, _ := json.Marshal(v)
 	return b
 }
+
+// TestKeySetRefetchRateLimited: forged logout tokens and ID tokens (an
+// unknown key id, a failed signature) make the proxy fetch the IdP's JWKS
+// at most once per 30 seconds, however many arrive (DESIGN.md behaviour 11).
+func TestKeySetRefetchRateLimited(t *testing.T) {
+	t.Parallel()
+	idp := idptest.New(t)
+	clock := &testClock{}
+	h := newHarness(t, withIdP(idp), withNow(clock.Now))
+	h.waitDiscovered()
+	h.login(newBrowser(t), "/", "ann")
+	if n := idp.KeyFetches(); n != 1 {
+		t.Fatalf("%d JWKS fetches after a login, want 1", n)
+	}
+	forger, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := func(kid string) string {
+		now := time.Now()
+		raw, _ := json.Marshal(map[string]any{
+			"iss": idp.URL, "aud": idp.ClientID, "iat": now.Unix(), "exp": now.Add(2 * time.Minute).Unix(),
+			"jti": rand.Text(), "events": map[string]any{logoutEvent: map[string]any{}}, "sid": "idp-sid-ann",
+		})
+		return signRS256(t, forger, kid, raw)
+	}
+	for i := range 20 {
+		kid := "unknown-" + rand.Text()
+		if i%2 == 1 {
+			kid = idp.KeyID // a known key id, a failed signature
+		}
+		if s := postLogoutToken(t, h.url, forged(kid)).StatusCode; s != http.StatusBadRequest {
+			t.Fatalf("forged logout token: %d, want 400", s)
+		}
+	}
+	idp.SetSignHook(func(claims []byte) string { return signRS256(t, forger, "unknown-kid", claims) })
+	b := newBrowser(t)
+	expectRejectedCallback(t, b.get(h.loginSteps(b, "/", "ann").String()), http.StatusForbidden)
+	if n := idp.KeyFetches(); n != 1 {
+		t.Errorf("%d JWKS fetches after forged tokens within 30s, want 1", n)
+	}
+	clock.Advance(31 * time.Second)
+	for range 5 {
+		postLogoutToken(t, h.url, forged("unknown-kid"))
+	}
+	if n := idp.KeyFetches(); n != 2 {
+		t.Errorf("%d JWKS fetches after 30s more of forged tokens, want 2", n)
+	}
+	// The keys go-oidc holds still verify the IdP's own tokens.
+	idp.SetSignHook(nil)
+	if s := postLogoutToken(t, h.url, logoutToken(t, idp, nil)).StatusCode; s != http.StatusOK {
+		t.Errorf("genuine logout token: %d, want 200", s)
+	}
+}

@@ -69,6 +69,7 @@ type Provider struct {
 	access         map[string]*grant
 	revoked        []string
 	tokenCalls     map[string]int
+	keyFetches     int
 	now            func() time.Time
 }
 
@@ -114,7 +115,10 @@ func New(t TB) *Provider {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/.well-known/openid-configuration", p.discovery)
-	mux.Handle("/keys", p.keys)
+	mux.Handle("/keys", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.set(func() { p.keyFetches++ })
+		p.keys.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("/auth", p.authorize)
 	mux.HandleFunc("/token", p.token)
 	mux.HandleFunc("/userinfo", p.userinfo)
@@ -179,6 +183,13 @@ func (p *Provider) TokenCalls(grantType string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.tokenCalls[grantType]
+}
+
+// KeyFetches returns how many requests the JWKS endpoint answered.
+func (p *Provider) KeyFetches() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.keyFetches
 }
 
 // Revoked returns the tokens revoked so far.

@@ -100,9 +100,10 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 	if err := op.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("read discovery document: %w", err)
 	}
-	// The key set fetches JWKS lazily and refetches on an unknown key id;
-	// its requests use the proxy's HTTP client but outlive ctx.
-	keyCtx := f.clientContext(context.WithoutCancel(ctx))
+	// The key set fetches JWKS lazily and refetches on an unknown key id
+	// or a failed signature, at most once per KeyRefetchInterval; its
+	// requests use the proxy's HTTP client but outlive ctx.
+	keyCtx := oidc.ClientContext(context.WithoutCancel(ctx), f.keyClient())
 	return &provider{
 		oidc: op,
 		verifier: op.VerifierContext(keyCtx, &oidc.Config{
