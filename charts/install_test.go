@@ -206,11 +206,16 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("caBundle %q is not the CA of Secret %s", caBundle, secretName)
 	}
 	// The webhook fails closed, and the API server cannot reach its
-	// Service here: Pods are admitted only where it never looks.
+	// Service here: Pods are admitted only where it never looks. Until the
+	// controller lists the namespaces Gatehouse protects, that is
+	// everywhere, the app's namespace included.
 	createObject(t, c.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "opted-out" + run,
 		Labels: map[string]string{controllers.NamespaceInjectionLabel: "disabled"}}})
-	for _, ns := range []string{releaseNS, "opted-out" + run} {
-		pod := appPod(ns, "before-controller", appLabels)
+	if got := protectedNamespaces(t, webhookConfig(t, c.client, mwcName).Webhooks[0]); !slices.Equal(got, []string{protectedNamespacesPlaceholder}) {
+		t.Fatalf("a fresh install's webhook lists namespaces %q, want only the placeholder %q", got, protectedNamespacesPlaceholder)
+	}
+	for _, ns := range []string{releaseNS, "opted-out" + run, app} {
+		pod := appPod(ns, "before-controller", map[string]string{"app": "batch"})
 		if err := c.client.Create(ctx, pod); err != nil {
 			t.Fatalf("a Pod in namespace %s went to the webhook: %v", ns, err)
 		}
@@ -253,6 +258,7 @@ webhook:
 	// process may take one in between, so a controller that could not
 	// bind is started again on new ports.
 	var webhookURL string
+	var proc *controllerProc
 	for attempt := 1; ; attempt++ {
 		webhookPort := freePort(t)
 		webhookURL = fmt.Sprintf("https://127.0.0.1:%d%s", webhookPort, controllers.WebhookPath)
@@ -265,7 +271,7 @@ webhook:
 			"webhook-port":    fmt.Sprint(webhookPort),
 			"webhook-url":     webhookURL,
 		})
-		proc := startController(t, bin, append([]string{"controller"}, args...), []string{
+		proc = startController(t, bin, append([]string{"controller"}, args...), []string{
 			"POD_NAMESPACE=" + releaseNS, "GATEHOUSE_IMAGE=" + image,
 		})
 		err := proc.waitReady("http://" + health + "/readyz")
@@ -297,7 +303,12 @@ webhook:
 		g.Expect(string(s.Data[controllers.SecretKeyClientSecret])).To(gomega.Equal(clientSecret))
 	}).Should(gomega.Succeed(), "the per-Ingress Secret never appeared")
 
-	// A Pod behind the Ingress gets the sidecar, of the chart's image.
+	// The controller puts the app's namespace, which has an enabled
+	// Ingress, into the webhook's scope; then a Pod behind the Ingress gets
+	// the sidecar, of the chart's image.
+	g.Eventually(func(g gomega.Gomega) {
+		g.Expect(protectedNamespaces(t, webhookConfig(t, c.client, mwcName).Webhooks[0])).To(gomega.Equal([]string{app}))
+	}).Should(gomega.Succeed(), "the controller never listed the app's namespace in the webhook's namespaceSelector")
 	var pod *corev1.Pod
 	g.Eventually(func() error {
 		pod = appPod(app, "web", appLabels)
@@ -327,6 +338,58 @@ webhook:
 	if err != nil || !strings.Contains(string(out), "allowed the test Pod") {
 		t.Fatalf("gatehouse webhook-check --ca-file: %v\n%s", err, out)
 	}
+
+	// 4. The blast radius of a stopped controller: the webhook fails
+	// closed in the protected namespace only, and never sees host-network
+	// Pods or Pods without a named port (matchConditions).
+	proc.stop(t)
+	if err := c.client.Create(ctx, appPod(app, "while-stopped", appLabels)); err == nil {
+		t.Error("a Pod behind the protected Ingress started without the sidecar while the controller was stopped")
+	}
+	hostNetwork := appPod(app, "host-network", appLabels)
+	hostNetwork.Spec.HostNetwork = true
+	unnamed := appPod(app, "unnamed-port", appLabels)
+	unnamed.Spec.Containers[0].Ports[0].Name = ""
+	createObject(t, c.client, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere" + run}})
+	for _, p := range []*corev1.Pod{hostNetwork, unnamed, appPod("elsewhere"+run, "while-stopped", appLabels)} {
+		if err := c.client.Create(ctx, p); err != nil {
+			t.Errorf("Pod %s/%s went to the stopped controller's webhook: %v", p.Namespace, p.Name, err)
+		}
+	}
+	// helm upgrade renders the namespaces the controller listed, not the
+	// placeholder. (Only rendered: applied, it would also put back the
+	// Service that --webhook-url replaced.)
+	dryRun, err := helm(t, append([]string{"upgrade", release, chartDir, "-f", values, "--dry-run=server"}, onCluster...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, manifest, _ := strings.Cut(dryRun, "\nMANIFEST:\n")
+	manifest, _, _ = strings.Cut(manifest, "\nNOTES:\n")
+	objs, err := splitObjects(manifest)
+	if err != nil {
+		t.Fatalf("helm upgrade --dry-run=server: %v\n%s", err, dryRun)
+	}
+	nextMWC := as[admissionregistrationv1.MutatingWebhookConfiguration](t, rendered{objs: objs}.get(t, "MutatingWebhookConfiguration", mwcName))
+	if got := protectedNamespaces(t, nextMWC.Webhooks[0]); !slices.Equal(got, []string{app}) {
+		t.Errorf("helm upgrade would set the webhook's namespaces to %q, want the controller's %q", got, []string{app})
+	}
+}
+
+// protectedNamespaces returns the values of the webhook's
+// `kubernetes.io/metadata.name In` requirement, the one the controller
+// keeps current, found as the controller finds it.
+func protectedNamespaces(t *testing.T, wh admissionregistrationv1.MutatingWebhook) []string {
+	t.Helper()
+	if wh.NamespaceSelector == nil {
+		t.Fatalf("webhook %s has no namespaceSelector", wh.Name)
+	}
+	for _, e := range wh.NamespaceSelector.MatchExpressions {
+		if e.Key == corev1.LabelMetadataName && e.Operator == metav1.LabelSelectorOpIn {
+			return e.Values
+		}
+	}
+	t.Fatalf("webhook %s namespaceSelector %+v has no %s In requirement", wh.Name, wh.NamespaceSelector, corev1.LabelMetadataName)
+	return nil
 }
 
 // installTestHooks creates the installed release's helm test hooks except
@@ -400,11 +463,9 @@ func installedController(t *testing.T, c client.Client, release, releaseNS strin
 	return dep, containerNamed(t, dep.Spec.Template.Spec.Containers, "controller")
 }
 
-// startController runs the controller until the test ends, then stops it
-// with SIGTERM and expects a clean exit; its log is shown when the test
-// fails.
 // controllerProc is a controller process started by startController.
 type controllerProc struct {
+	cmd     *exec.Cmd
 	logPath string
 	done    chan struct{} // closed when the process has exited
 	err     error         // its exit, once done is closed
@@ -439,6 +500,9 @@ func (p *controllerProc) waitReady(url string) error {
 	}
 }
 
+// startController runs the controller until the test ends (or p.stop),
+// then stops it with SIGTERM and expects a clean exit; its log is shown
+// when the test fails.
 func startController(t *testing.T, bin string, args, env []string) *controllerProc {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "controller.log")
@@ -458,7 +522,7 @@ func startController(t *testing.T, bin string, args, env []string) *controllerPr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &controllerProc{logPath: logPath, done: make(chan struct{})}
+	p := &controllerProc{cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		_ = logFile.Close()
@@ -467,24 +531,30 @@ func startController(t *testing.T, bin string, args, env []string) *controllerPr
 	t.Cleanup(func() {
 		select {
 		case <-p.done:
-			return // exited early; the test has said why
+			return // exited early or stopped; the test has said why
 		default:
 		}
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			t.Errorf("stop the controller: %v", err)
-		}
-		select {
-		case <-p.done:
-			if p.err != nil {
-				t.Errorf("the controller exited with %v after SIGTERM", p.err)
-			}
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("the controller did not stop within 30s of SIGTERM")
-			<-p.done
-		}
+		p.stop(t)
 	})
 	return p
+}
+
+// stop sends SIGTERM and expects a clean exit within 30 seconds.
+func (p *controllerProc) stop(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("stop the controller: %v", err)
+	}
+	select {
+	case <-p.done:
+		if p.err != nil {
+			t.Errorf("the controller exited with %v after SIGTERM", p.err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("the controller did not stop within 30s of SIGTERM")
+		<-p.done
+	}
 }
 
 // buildGatehouse builds cmd/gatehouse into dir, with the race detector when
