@@ -90,7 +90,7 @@ func (s *Server) protected(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return oidcflow.ErrUnknownHost
 	}
-	assertion, _, err := s.signer.Assertion(sess.Identity, origin, s.cfg.Upstream)
+	assertion, _, err := s.signer.Load().Assertion(sess.Identity, origin, s.cfg.Upstream)
 	if err != nil {
 		return err
 	}
@@ -149,7 +149,7 @@ func (s *Server) endpoint(w http.ResponseWriter, r *http.Request, name string) e
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
 		h.Set("Cache-Control", "public, max-age=300")
-		_, _ = w.Write(s.signer.JWKS())
+		_, _ = w.Write(s.signer.Load().JWKS())
 		return nil
 	case "/userinfo":
 		return s.userinfo(w, r)

@@ -116,7 +116,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		return errCrossSite
 	}
-	tok, exp, err := s.signer.Assertion(sess.Identity, origin, s.cfg.EffectiveTokenAudience())
+	tok, exp, err := s.signer.Load().Assertion(sess.Identity, origin, s.cfg.EffectiveTokenAudience())
 	if err != nil {
 		return err
 	}

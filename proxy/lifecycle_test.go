@@ -6,10 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/gatehouse-dev/gatehouse/internal/redistest"
 	"github.com/gatehouse-dev/gatehouse/proxy"
@@ -516,5 +519,62 @@ func TestClientSecretRotation(t *testing.T) {
 	})
 	if back := h.login(newBrowser(t), "/after", "ann"); back != "/after" {
 		t.Errorf("login with the rotated secret went to %q", back)
+	}
+}
+
+// TestIdentityKeyFollowsSecretRotation: when the cookie secret file
+// changes, assertions are signed with the key of its new first line,
+// jwks.json publishes the old key too, and a replica started with the new
+// file publishes the same keys (DESIGN.md behaviour 5).
+func TestIdentityKeyFollowsSecretRotation(t *testing.T) {
+	t.Parallel()
+	oldSecret, newSecret := strings.Repeat("o", 40), strings.Repeat("n", 40)
+	idp := idptest.New(t)
+	h := newHarness(t, withIdP(idp), withSecret(oldSecret))
+	h.waitDiscovered()
+	b := newBrowser(t)
+	h.login(b, "/", "ann")
+	jwks := func(h *harness) []string {
+		resp := raw(t, http.MethodGet, h.url+"/_gatehouse/jwks.json", "")
+		var set struct {
+			Keys []struct {
+				Kid string `json:"kid"`
+			} `json:"keys"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range set.Keys {
+			out = append(out, k.Kid)
+		}
+		return out
+	}
+	assertionKid := func() string {
+		tok := h.echo(b, "/").Header.Get("X-Gatehouse-Identity")
+		jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return jws.Signatures[0].Header.KeyID
+	}
+	before := jwks(h)
+	if len(before) != 1 || assertionKid() != before[0] {
+		t.Fatalf("before rotation: jwks %v, assertion kid %q", before, assertionKid())
+	}
+	restarted := newHarness(t, withIdP(idp), withSecret(newSecret+"\n"+oldSecret))
+	want := jwks(restarted)
+	h.write("cookie-secret", newSecret+"\n"+oldSecret+"\n")
+	eventually(t, 10*time.Second, func() string {
+		if got := jwks(h); !slices.Equal(got, want) {
+			return fmt.Sprintf("jwks after rotation %v, a restarted replica publishes %v", got, want)
+		}
+		return ""
+	})
+	if kid := assertionKid(); kid != want[0] || kid == before[0] {
+		t.Errorf("assertion signed with %q after rotation, want the new key %q", kid, want[0])
+	}
+	if !slices.Contains(want, before[0]) {
+		t.Errorf("jwks %v lacks the old key %q", want, before[0])
 	}
 }

@@ -53,12 +53,13 @@ type Server struct {
 	cookieName string
 	flow       *oidcflow.Flow
 	store      session.Store
-	signer     *identity.Signer
-	proxy      *httputil.ReverseProxy
-	metrics    *metrics
-	policy     atomic.Pointer[authz.Policy]
-	ready      atomic.Bool
-	refresher  *refresher
+	// signer follows the cookie secret file (reloadCookieSecrets).
+	signer    atomic.Pointer[identity.Signer]
+	proxy     *httputil.ReverseProxy
+	metrics   *metrics
+	policy    atomic.Pointer[authz.Policy]
+	ready     atomic.Bool
+	refresher *refresher
 	// setCodecs installs codecs derived from a new cookie secret file.
 	setCodecs  func(session, login []securecookie.Codec)
 	closeStore func() error
@@ -106,8 +107,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		redirects = append(redirects, u)
 	}
 	// Replicas share the cookie secret, so they derive the same signing
-	// key from its first line.
-	signer, err := identity.NewSignerFromSecret(secrets[0], deps.Now)
+	// key from its first line, and publish the keys of every line.
+	signer, err := identity.NewSignerFromSecrets(secrets, deps.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +118,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now:        deps.Now,
 		upstream:   upstream,
 		cookieName: cfg.EffectiveCookieName(),
-		signer:     signer,
 		metrics:    newMetrics(),
 	}
 	s.policy.Store(policy)
+	s.signer.Store(signer)
 	switch cfg.SessionStore {
 	case StoreRedis:
 		// go-redis has one process-wide logger for its own dial messages;
@@ -184,9 +185,10 @@ func (s *Server) reloadClientSecret(ctx context.Context) {
 }
 
 // reloadCookieSecrets re-reads --cookie-secret-file after it changed
-// (mounted Secrets update in place): the first line seals new cookies, the
-// others are still accepted, and sessions under an older line are
-// re-issued. A bad file is logged and the current secrets stay.
+// (mounted Secrets update in place): the first line seals new cookies and
+// derives the identity signing key, the others are still accepted, and
+// sessions under an older line are re-issued. A bad file is logged and the
+// current secrets stay.
 func (s *Server) reloadCookieSecrets(ctx context.Context) {
 	secrets, err := readCookieSecrets(s.cfg.CookieSecretFile)
 	var sc, lc []securecookie.Codec
@@ -196,11 +198,18 @@ func (s *Server) reloadCookieSecrets(ctx context.Context) {
 	if err == nil {
 		lc, err = cookiestore.Codecs(secrets, oidcflow.LoginWindow)
 	}
+	var signer *identity.Signer
+	if err == nil {
+		// Assertions and page tokens follow the new first line; jwks.json
+		// keeps the old key until what it signed has expired.
+		signer, err = s.signer.Load().Rotated(secrets)
+	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "Cookie secret file rejected; keeping the current secrets", "file", s.cfg.CookieSecretFile, "error", err)
 		return
 	}
 	s.setCodecs(sc, lc)
+	s.signer.Store(signer)
 	s.log.InfoContext(ctx, "Cookie secrets reloaded", "file", s.cfg.CookieSecretFile, "secrets", len(secrets))
 }
 

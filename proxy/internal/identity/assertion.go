@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,18 +39,30 @@ type Claims struct {
 	NotBefore int64    `json:"nbf"`
 }
 
-// Signer signs identity assertions with an ES256 key made when the proxy
-// starts, and publishes the public half as a JWKS. Signatures are made by
-// go-jose. Assertions are cached per identity, issuer and audience and reused
-// while they have more than a few minutes left, which keeps ECDSA signing off
-// the common request path.
+// Signer signs identity assertions with an ES256 key and publishes the
+// public keys that verify them as a JWKS. Signatures are made by go-jose.
+// Assertions are cached per identity, issuer and audience and reused while
+// they have more than a few minutes left, which keeps ECDSA signing off the
+// common request path. A Signer never changes its keys; Rotated makes the
+// next one.
 type Signer struct {
 	signer jose.Signer
-	jwks   []byte
+	keys   []publishedKey // keys[0] signs
 	now    func() time.Time
 
-	mu    sync.Mutex // guards cache
+	mu    sync.Mutex // guards the fields below
 	cache map[string]cached
+	// jwks is the encoded key set, valid until jwksUntil (when a retired
+	// key leaves it).
+	jwks      []byte
+	jwksUntil time.Time
+}
+
+// publishedKey is a public key in the JWKS; until is when it leaves it
+// (zero: never), for a key that no longer signs.
+type publishedKey struct {
+	jwk   jose.JSONWebKey
+	until time.Time
 }
 
 type cached struct {
@@ -63,49 +76,135 @@ func NewSigner(now func() time.Time) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("generate identity key: %w", err)
 	}
-	return newSigner(key, now)
+	return newSigner([]*ecdsa.PrivateKey{key}, now)
 }
 
-// NewSignerFromSecret derives the P-256 key from secret with HKDF-SHA256,
-// so every replica that shares the secret (the cookie secret) signs with
-// the same key and publishes the same JWKS: a page token from one pod
-// verifies against jwks.json fetched through any other.
+// NewSignerFromSecret is NewSignerFromSecrets with one secret.
 func NewSignerFromSecret(secret []byte, now func() time.Time) (*Signer, error) {
+	return NewSignerFromSecrets([][]byte{secret}, now)
+}
+
+// NewSignerFromSecrets derives one P-256 key from each secret (the lines of
+// the cookie secret file) with HKDF-SHA256. The first key signs; all are
+// published. Every replica that shares the secrets therefore signs with the
+// same key and publishes the same JWKS, however long it has run: a page
+// token from one pod verifies against jwks.json fetched through any other,
+// also while a rotation has the new secret first and the old one second.
+func NewSignerFromSecrets(secrets [][]byte, now func() time.Time) (*Signer, error) {
+	if len(secrets) == 0 {
+		return nil, fmt.Errorf("derive identity key: no secret")
+	}
+	keys := make([]*ecdsa.PrivateKey, 0, len(secrets))
+	for _, secret := range secrets {
+		key, err := deriveKey(secret)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, key)
+	}
+	return newSigner(keys, now)
+}
+
+func deriveKey(secret []byte) (*ecdsa.PrivateKey, error) {
 	for i := byte(0); i < 8; i++ { // a scalar out of range is astronomically rare
 		d, err := hkdf.Key(sha256.New, secret, []byte{i}, "gatehouse identity key v1", 32)
 		if err != nil {
 			return nil, fmt.Errorf("derive identity key: %w", err)
 		}
 		if key, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d); err == nil {
-			return newSigner(key, now)
+			return key, nil
 		}
 	}
 	return nil, fmt.Errorf("derive identity key: no valid scalar")
 }
 
-func newSigner(key *ecdsa.PrivateKey, now func() time.Time) (*Signer, error) {
-	pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
-	thumb, err := pub.Thumbprint(cryptoSHA256)
+// Rotated returns the Signer for new secrets (a changed cookie secret
+// file): it signs with the key of the new first secret, and its JWKS also
+// keeps each key of s that the new secrets no longer derive until
+// MaxAssertionLifetime from now, when every assertion s can have signed
+// has expired (DESIGN.md behaviour 5). s is unchanged.
+func (s *Signer) Rotated(secrets [][]byte) (*Signer, error) {
+	next, err := NewSignerFromSecrets(secrets, s.now)
 	if err != nil {
-		return nil, fmt.Errorf("identity key thumbprint: %w", err)
+		return nil, err
 	}
-	pub.KeyID = base64URL(thumb)
+	now := s.now()
+	retire := now.Add(MaxAssertionLifetime)
+	for _, k := range s.keys {
+		if !k.until.IsZero() && !now.Before(k.until) {
+			continue // already gone
+		}
+		if slices.ContainsFunc(next.keys, func(n publishedKey) bool { return n.jwk.KeyID == k.jwk.KeyID }) {
+			continue
+		}
+		until := k.until
+		if until.IsZero() || until.After(retire) {
+			until = retire
+		}
+		next.keys = append(next.keys, publishedKey{jwk: k.jwk, until: until})
+	}
+	return next, nil
+}
+
+// KeyID returns the kid of the signing key.
+func (s *Signer) KeyID() string { return s.keys[0].jwk.KeyID }
+
+func newSigner(keys []*ecdsa.PrivateKey, now func() time.Time) (*Signer, error) {
+	s := &Signer{now: now, cache: make(map[string]cached)}
+	for _, key := range keys {
+		pub := jose.JSONWebKey{Key: &key.PublicKey, Algorithm: string(jose.ES256), Use: "sig"}
+		thumb, err := pub.Thumbprint(cryptoSHA256)
+		if err != nil {
+			return nil, fmt.Errorf("identity key thumbprint: %w", err)
+		}
+		pub.KeyID = base64URL(thumb)
+		if slices.ContainsFunc(s.keys, func(k publishedKey) bool { return k.jwk.KeyID == pub.KeyID }) {
+			continue // the same secret on two lines
+		}
+		s.keys = append(s.keys, publishedKey{jwk: pub})
+	}
 	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key, KeyID: pub.KeyID}},
+		jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: keys[0], KeyID: s.keys[0].jwk.KeyID}},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("identity signer: %w", err)
 	}
-	jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
-	if err != nil {
-		return nil, fmt.Errorf("encode jwks: %w", err)
-	}
-	return &Signer{signer: signer, jwks: jwks, now: now, cache: make(map[string]cached)}, nil
+	s.signer = signer
+	return s, nil
 }
 
-// JWKS returns the JSON Web Key Set with the public key.
-func (s *Signer) JWKS() []byte { return s.jwks }
+// JWKS returns the JSON Web Key Set with the public keys: the signing key,
+// the keys of the other secrets, and retired keys until their assertions
+// have expired.
+func (s *Signer) JWKS() []byte {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jwks != nil && now.Before(s.jwksUntil) {
+		return s.jwks
+	}
+	set := jose.JSONWebKeySet{}
+	s.jwksUntil = now.Add(24 * time.Hour)
+	for _, k := range s.keys {
+		if k.until.IsZero() {
+			set.Keys = append(set.Keys, k.jwk)
+			continue
+		}
+		if now.Before(k.until) {
+			set.Keys = append(set.Keys, k.jwk)
+			if k.until.Before(s.jwksUntil) {
+				s.jwksUntil = k.until
+			}
+		}
+	}
+	b, err := json.Marshal(set)
+	if err != nil { // public ECDSA keys always encode
+		return []byte(`{"keys":[]}`)
+	}
+	s.jwks = b
+	return b
+}
 
 // Assertion returns a JWT for id, issued by issuer (the external origin) for
 // audience, valid for MaxAssertionLifetime. It returns the token and its

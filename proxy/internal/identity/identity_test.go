@@ -288,3 +288,94 @@ func TestAssertionCacheKeyCoversEverythingSaid(t *testing.T) {
 		})
 	}
 }
+
+// kids returns the key ids a JWKS publishes, in order.
+func kids(t *testing.T, jwks []byte) []string {
+	t.Helper()
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range set.Keys {
+		if !k.IsPublic() {
+			t.Fatalf("private key in the JWKS: %s", jwks)
+		}
+		out = append(out, k.KeyID)
+	}
+	return out
+}
+
+// TestSignerRotation: the signing key follows the first secret; the JWKS
+// publishes the keys of every secret line, so a reloaded and a restarted
+// replica publish the same keys, plus a key that left the file until the
+// assertions it signed have expired (DESIGN.md behaviour 5).
+func TestSignerRotation(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	a, b, c := []byte(strings.Repeat("a", 32)), []byte(strings.Repeat("b", 32)), []byte(strings.Repeat("c", 32))
+	kidOf := func(secrets ...[]byte) string {
+		s, err := identity.NewSignerFromSecrets(secrets, clock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.KeyID()
+	}
+	ka, kb, kc := kidOf(a), kidOf(b), kidOf(c)
+
+	first, err := identity.NewSignerFromSecrets([][]byte{a}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, _, err := first.Assertion(identity.Identity{Subject: "u"}, "https://a", "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new secret goes first, the old one stays as the second line.
+	reloaded, err := first.Rotated([][]byte{b, a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarted, err := identity.NewSignerFromSecrets([][]byte{b, a}, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reloaded.KeyID() != kb {
+		t.Errorf("signing key after rotation %q, want the new secret's %q", reloaded.KeyID(), kb)
+	}
+	if diff := cmp.Diff([]string{kb, ka}, kids(t, reloaded.JWKS())); diff != "" {
+		t.Errorf("reloaded JWKS (-want +got):\n%s", diff)
+	}
+	if string(reloaded.JWKS()) != string(restarted.JWKS()) {
+		t.Errorf("reloaded and restarted replicas publish different keys:\n%s\n%s", reloaded.JWKS(), restarted.JWKS())
+	}
+	tok, _, err := reloaded.Assertion(identity.Identity{Subject: "u"}, "https://a", "up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok == old {
+		t.Error("the assertion cached under the old key is still handed out")
+	}
+	if jws, _ := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256}); jws.Signatures[0].Header.KeyID != kb {
+		t.Errorf("assertion signed with %q, want %q", jws.Signatures[0].Header.KeyID, kb)
+	}
+
+	// Straight to another secret: the keys that left the file stay
+	// published until what they signed has expired.
+	swapped, err := reloaded.Rotated([][]byte{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{kc, kb, ka}, kids(t, swapped.JWKS())); diff != "" {
+		t.Errorf("JWKS right after the swap (-want +got):\n%s", diff)
+	}
+	now = now.Add(identity.MaxAssertionLifetime - time.Second)
+	if got := kids(t, swapped.JWKS()); len(got) != 3 {
+		t.Errorf("JWKS before the old assertions expired: %v", got)
+	}
+	now = now.Add(time.Second)
+	if diff := cmp.Diff([]string{kc}, kids(t, swapped.JWKS())); diff != "" {
+		t.Errorf("JWKS after the old assertions expired (-want +got):\n%s", diff)
+	}
+}
