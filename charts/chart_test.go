@@ -110,6 +110,7 @@ func TestSchemaRejects(t *testing.T) {
 		// second one would be mistaken for it.
 		{"the controller's namespace requirement", provider + "webhook:\n  namespaceSelector:\n    matchExpressions:\n      - {key: kubernetes.io/metadata.name, operator: In, values: [shop]}\n",
 			"at '/webhook/namespaceSelector/matchExpressions/0'"},
+		{"typo in resource bounds", provider + "defaults:\n  sidecar:\n    resourceBounds:\n      maximum: {memory: 1Gi}\n", "additional properties 'maximum' not allowed"},
 		{"preStop sleep", provider + "webhook:\n  preStopSleepSeconds: -1\n", "/webhook/preStopSleepSeconds"},
 		{"typo in priorityClass", provider + "priorityClass:\n  crate: true\n", "additional properties 'crate' not allowed"},
 		{"system priority value", provider + "priorityClass:\n  create: true\n  value: 2000000000\n", "/priorityClass/value"},

@@ -200,8 +200,15 @@ back to the first provider, so `gatehouse.dev/enabled: "true"` alone works.
 {{- fail (printf "defaults.provider: %q is not a configured provider (known: %s)" $default (join ", " $names)) }}
 {{- end }}
 {{- $defaults := dict "provider" $default "pathPrefix" .Values.defaults.pathPrefix }}
+{{- $sidecar := dict }}
 {{- with .Values.defaults.sidecar.resources }}
-{{- $_ := set $defaults "sidecar" (dict "resources" .) }}
+{{- $_ := set $sidecar "resources" . }}
+{{- end }}
+{{- with .Values.defaults.sidecar.resourceBounds }}
+{{- $_ := set $sidecar "resourceBounds" . }}
+{{- end }}
+{{- with $sidecar }}
+{{- $_ := set $defaults "sidecar" . }}
 {{- end }}
 {{- toYaml (dict "providers" $providers "defaults" $defaults) }}
 {{- end }}
