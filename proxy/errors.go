@@ -89,6 +89,9 @@ func classify(err error) classified {
 			"This action must come from a page of this site. Go back to the app and use its own button.", false}
 	case errors.Is(err, oidcflow.ErrLogoutToken), errors.Is(err, errReplayedLogoutToken), errors.Is(err, errBadRequest):
 		return classified{http.StatusBadRequest, "invalid_request", "Bad request", "The request is not valid.", false}
+	case errors.Is(err, errBodyTimeout):
+		return classified{http.StatusRequestTimeout, "request_timeout", "Request timed out",
+			"The request body stopped arriving. Try again.", false}
 	case errors.Is(err, errUpstream):
 		return classified{http.StatusBadGateway, "upstream_unavailable", "The app is not answering",
 			"The app behind this page did not answer. Try again in a moment.", false}

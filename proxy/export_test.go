@@ -3,7 +3,12 @@ package proxy
 import (
 	"io"
 	"slices"
+	"time"
 )
+
+// SetBodyReadTimeout shortens the wait for each read of a request body;
+// call it before Serve.
+func SetBodyReadTimeout(s *Server, d time.Duration) { s.bodyReadTimeout = d }
 
 // ParseConfigFile runs the --config file parser on b, then sets each value
 // it accepted on a default Config as Load would, ignoring bad values. It

@@ -24,6 +24,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errUpgrade)
 		return
 	}
+	r = s.limitBodyReads(w, r)
 	ok, mayBePublic := normalizePath(r)
 	if !ok {
 		s.writeError(w, r, errBadPath)

@@ -1,6 +1,9 @@
 package proxy_test
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -202,5 +205,41 @@ func TestPathOverrideHeadersStripped(t *testing.T) {
 	}
 	if e.Header.Get("X-Original-Urls") != "kept" {
 		t.Errorf("an unrelated header was removed: %v", e.Header)
+	}
+}
+
+// TestStalledRequestBodyTimesOut: a client that stops sending its request
+// body half-way gets 408 once a read has waited the body read timeout,
+// instead of holding the proxy's and the app's connections for ever.
+func TestStalledRequestBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public/"} }),
+		withServer(func(s *proxy.Server) { proxy.SetBodyReadTimeout(s, 50*time.Millisecond) }),
+		withUpstreamHandler("/public/upload", func(w http.ResponseWriter, r *http.Request) {
+			_, err := io.ReadAll(r.Body)
+			got <- err
+		}))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A safety net so that a regression fails instead of hanging; the
+	// proxy answers long before.
+	_ = conn.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(conn, "POST /public/upload HTTP/1.1\r\nHost: app.example\r\nContent-Length: 100\r\n\r\nthe first bytes"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("status %d, want 408", resp.StatusCode)
+	}
+	if err := <-got; err == nil {
+		t.Error("the app read a complete body")
 	}
 }

@@ -88,6 +88,8 @@ type harness struct {
 	secret   string
 	upExtras map[string]http.HandlerFunc
 	now      func() time.Time
+	// beforeServe runs on the server between New and Serve.
+	beforeServe []func(*proxy.Server)
 }
 
 type harnessOpt func(*harness)
@@ -105,6 +107,10 @@ func withIdP(p *idptest.Provider) harnessOpt { return func(h *harness) { h.idp =
 func withSecret(s string) harnessOpt { return func(h *harness) { h.secret = s } }
 
 func withNow(now func() time.Time) harnessOpt { return func(h *harness) { h.now = now } }
+
+func withServer(f func(*proxy.Server)) harnessOpt {
+	return func(h *harness) { h.beforeServe = append(h.beforeServe, f) }
+}
 
 // syncBuffer collects log output safely across goroutines.
 type syncBuffer struct {
@@ -158,6 +164,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		h.cfg.CookieSecretFile = h.write("cookie-secret", h.secret+"\n")
 	}
 	// Options may have changed the redirect URLs or cookie settings.
+	h.beforeServe = nil
 	for _, o := range opts {
 		o(h)
 	}
@@ -167,6 +174,9 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		t.Fatalf("proxy.New: %v", err)
 	}
 	h.srv = srv
+	for _, f := range h.beforeServe {
+		f(srv)
+	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	h.cancel = cancel
 	h.done = make(chan error, 1)

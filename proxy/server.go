@@ -63,6 +63,8 @@ type Server struct {
 	// setCodecs installs codecs derived from a new cookie secret file.
 	setCodecs  func(session, login []securecookie.Codec)
 	closeStore func() error
+	// bodyReadTimeout is bodyReadTimeout; tests shorten it.
+	bodyReadTimeout time.Duration
 }
 
 // New builds a Server from a validated Config: it reads the secret files
@@ -119,6 +121,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		upstream:   upstream,
 		cookieName: cfg.EffectiveCookieName(),
 		metrics:    newMetrics(),
+
+		bodyReadTimeout: bodyReadTimeout,
 	}
 	s.policy.Store(policy)
 	s.signer.Store(signer)
@@ -303,6 +307,10 @@ func (s *Server) newReverseProxy() *httputil.ReverseProxy {
 		ErrorLog:   slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			s.metrics.upstreamErrors.Inc()
+			if errors.Is(err, errBodyTimeout) || bodyTimedOut(r) {
+				s.writeError(w, r, fmt.Errorf("%w: %w", errBodyTimeout, err))
+				return
+			}
 			if errors.Is(err, context.Canceled) {
 				return // the client went away
 			}
