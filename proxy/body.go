@@ -79,7 +79,7 @@ func (b *timedBody) Read(p []byte) (int, error) {
 		b.timedOut.Store(true)
 		// Closed, the server gives up on the rest of the body and
 		// answers at once, instead of reading it before the response.
-		_ = b.ReadCloser.Close()
+		_ = b.Close()
 		err = fmt.Errorf("%w: %w", errBodyTimeout, err)
 	default:
 		_ = b.rc.SetReadDeadline(time.Time{})

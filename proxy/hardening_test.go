@@ -216,7 +216,7 @@ func TestStalledRequestBodyTimesOut(t *testing.T) {
 	got := make(chan error, 1)
 	h := newHarness(t, withConfig(func(c *proxy.Config) { c.SkipAuthPaths = []string{"^/public/"} }),
 		withServer(func(s *proxy.Server) { proxy.SetBodyReadTimeout(s, 50*time.Millisecond) }),
-		withUpstreamHandler("/public/upload", func(w http.ResponseWriter, r *http.Request) {
+		withUpstreamHandler("/public/upload", func(_ http.ResponseWriter, r *http.Request) {
 			_, err := io.ReadAll(r.Body)
 			got <- err
 		}))
