@@ -49,7 +49,17 @@ func FuzzNormalizePath(f *testing.F) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.URL.Path = p
 		if ok, _ := normalizePath(r); !ok {
-			t.Fatalf("absolute path %q refused", p)
+			// Refused on purpose: backslashes, and dot segments with path
+			// parameters, which an upstream may resolve otherwise.
+			dotParams := false
+			for _, seg := range strings.Split(p, "/") {
+				name, _, params := strings.Cut(seg, ";")
+				dotParams = dotParams || (params && (name == "." || name == ".."))
+			}
+			if !strings.Contains(p, `\`) && !dotParams {
+				t.Fatalf("absolute path %q refused", p)
+			}
+			return
 		}
 		got := r.URL.Path
 		if got == "" || got[0] != '/' {
