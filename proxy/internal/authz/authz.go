@@ -51,8 +51,7 @@ type Policy struct {
 	domains map[string]bool
 	groups  map[string]bool
 	skip    []*regexp.Regexp
-	// emailGate is the refusal of the email gate, named after the
-	// settings that make it up.
+	// emailGate is the refusal of the email gate.
 	emailGate Decision
 }
 
@@ -104,13 +103,10 @@ func New(spec Spec) (*Policy, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	switch {
-	case len(p.emails) > 0 && len(p.domains) > 0:
-		p.emailGate = Decision{FailedRule: RuleEmails, Flags: "allowed-emails/allowed-email-domains"}
-	case len(p.emails) > 0:
-		p.emailGate = Decision{FailedRule: RuleEmails, Flags: "allowed-emails"}
-	default:
-		p.emailGate = Decision{FailedRule: RuleDomains, Flags: "allowed-email-domains"}
+	// The two settings form one gate, which people know by both names.
+	p.emailGate = Decision{FailedRule: RuleDomains, Flags: "allowed-emails/allowed-email-domains"}
+	if len(p.emails) > 0 {
+		p.emailGate.FailedRule = RuleEmails
 	}
 	return p, nil
 }
