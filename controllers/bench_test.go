@@ -9,7 +9,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -34,7 +36,8 @@ func BenchmarkWebhookDecision(b *testing.B) {
 					Rules: []networkingv1.IngressRule{{Host: name + ".example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
 						Paths: []networkingv1.HTTPIngressPath{{Path: "/", Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: name, Port: networkingv1.ServiceBackendPort{Name: "web"}}}}},
 					}}}},
-				}})
+				}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName(name), Namespace: ns, Labels: map[string]string{SecretLabelIngress: name}}})
 	}
 	reader := newMemReader(objs)
 	file, err := ParseFile([]byte("providers:\n  - {name: default, issuerURL: 'https://login.example.com', clientID: c, clientSecretRef: {name: s, key: k}}\ndefaults: {provider: default}\n"))
@@ -49,16 +52,19 @@ func BenchmarkWebhookDecision(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
-		claims, err := claimsFor(ctx, r, pod)
+		out, _, err := newLookup(r).outcomeFor(ctx, pod)
 		if err != nil {
 			b.Fatal(err)
 		}
-		d := pick(claims)
-		if !d.inject {
-			b.Fatalf("not injected: %s", d.reason)
+		if out.kind != verdictInject {
+			b.Fatalf("not injected: %+v", out)
 		}
-		if !inject(pod.DeepCopy(), d.spec, d.portName) {
+		mutated := pod.DeepCopy()
+		if !inject(mutated, out.spec, out.portName) {
 			b.Fatal("inject changed nothing")
+		}
+		if len(injectionPatch(pod, mutated)) == 0 {
+			b.Fatal("empty patch")
 		}
 		samples = append(samples, time.Since(start))
 	}
@@ -75,14 +81,17 @@ func BenchmarkWebhookDecision(b *testing.B) {
 // webhook asks of the cache with UnsafeDisableDeepCopy).
 type memReader struct {
 	services  map[string]*corev1.Service
+	secrets   map[string]*corev1.Secret
 	ingresses []*networkingv1.Ingress
 	byBackend map[string][]*networkingv1.Ingress
 }
 
 func newMemReader(objs []client.Object) *memReader {
-	m := &memReader{services: map[string]*corev1.Service{}, byBackend: map[string][]*networkingv1.Ingress{}}
+	m := &memReader{services: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, byBackend: map[string][]*networkingv1.Ingress{}}
 	for _, o := range objs {
 		switch o := o.(type) {
+		case *corev1.Secret:
+			m.secrets[o.Name] = o
 		case *corev1.Service:
 			m.services[o.Name] = o
 		case *networkingv1.Ingress:
@@ -96,12 +105,19 @@ func newMemReader(objs []client.Object) *memReader {
 }
 
 func (m *memReader) Get(_ context.Context, key client.ObjectKey, obj client.Object, _ ...client.GetOption) error {
-	svc, ok := obj.(*corev1.Service)
-	if !ok || m.services[key.Name] == nil {
-		return fmt.Errorf("memReader: no %T %s", obj, key)
+	switch o := obj.(type) {
+	case *corev1.Service:
+		if s := m.services[key.Name]; s != nil {
+			*o = *s
+			return nil
+		}
+	case *corev1.Secret:
+		if s := m.secrets[key.Name]; s != nil {
+			*o = *s
+			return nil
+		}
 	}
-	*svc = *m.services[key.Name]
-	return nil
+	return apierrors.NewNotFound(schema.GroupResource{Resource: fmt.Sprintf("%T", obj)}, key.Name)
 }
 
 func (m *memReader) List(_ context.Context, list client.ObjectList, opts ...client.ListOption) error {
@@ -122,6 +138,8 @@ func (m *memReader) List(_ context.Context, list client.ObjectList, opts ...clie
 		for _, ing := range m.byBackend[want] {
 			l.Items = append(l.Items, *ing)
 		}
+	case *corev1.LimitRangeList:
+		l.Items = nil
 	default:
 		return fmt.Errorf("memReader: cannot list %T", list)
 	}

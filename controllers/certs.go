@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -265,6 +266,10 @@ func (c *certManager) write(data map[string][]byte) error {
 
 // patchCABundle sets the CA on every webhook of the configuration.
 func (c *certManager) patchCABundle(ctx context.Context, ca []byte) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error { return c.tryPatchCABundle(ctx, ca) })
+}
+
+func (c *certManager) tryPatchCABundle(ctx context.Context, ca []byte) error {
 	var wh admissionv1.MutatingWebhookConfiguration
 	if err := c.reader.Get(ctx, client.ObjectKey{Name: c.webhookName}, &wh); err != nil {
 		return fmt.Errorf("read MutatingWebhookConfiguration %s: %w", c.webhookName, err)
@@ -295,7 +300,10 @@ func (c *certManager) patchCABundle(ctx context.Context, ca []byte) error {
 	if !changed {
 		return nil
 	}
-	if err := c.client.Patch(ctx, &wh, client.MergeFrom(orig)); err != nil {
+	// The patch replaces the webhooks list, which the namespace scope is
+	// also written to: the optimistic lock makes a concurrent change a
+	// conflict, retried, rather than undone.
+	if err := c.client.Patch(ctx, &wh, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("update caBundle of %s: %w", c.webhookName, err)
 	}
 	c.log.Info("Webhook caBundle updated", "webhook", c.webhookName)

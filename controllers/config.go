@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -44,6 +45,9 @@ type Config struct {
 	Namespace      string
 	Kubeconfig     string
 	LogLevel       string
+	// SecretRetention is how long a per-Ingress Secret that nothing needs
+	// any more is kept, so that a recreated Ingress adopts it.
+	SecretRetention time.Duration
 }
 
 // DefaultConfig returns the defaults of DESIGN.md "Controller flags".
@@ -56,6 +60,7 @@ func DefaultConfig() Config {
 		HealthAddress:        ":8081",
 		LeaderElect:          true,
 		LogLevel:             "info",
+		SecretRetention:      time.Hour,
 	}
 }
 
@@ -74,6 +79,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the controller's own `namespace`, where provider Secrets live (default $POD_NAMESPACE)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig `file` when not running in a cluster (default $KUBECONFIG)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
+	fs.DurationVar(&c.SecretRetention, "secret-retention", c.SecretRetention, "how long the Secret of a deleted or disabled Ingress is kept once no Pod mounts it, so that the Ingress recreated under the same name (a GitOps delete and recreate) keeps its cookie secret and nobody is logged out")
 }
 
 // Validate checks c without touching files or the network.
@@ -97,6 +103,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s: %q is not host:port", name, addr))
 		}
+	}
+	if c.SecretRetention < 0 {
+		errs = append(errs, fmt.Errorf("--secret-retention: %s is negative", c.SecretRetention))
 	}
 	if c.Namespace == "" {
 		errs = append(errs, errors.New("--namespace: required when $POD_NAMESPACE is not set"))
@@ -152,6 +161,16 @@ type Defaults struct {
 // SidecarDefaults shape the injected container.
 type SidecarDefaults struct {
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+	// ResourceBounds limit what gatehouse.dev/sidecar-resources on an
+	// Ingress or Namespace may ask for.
+	ResourceBounds *ResourceBounds `json:"resourceBounds,omitempty"`
+}
+
+// ResourceBounds are the least and most a sidecar's requests and limits
+// may be.
+type ResourceBounds struct {
+	Min corev1.ResourceList `json:"min,omitempty"`
+	Max corev1.ResourceList `json:"max,omitempty"`
 }
 
 // LoadFile reads and checks the --config file. Unknown keys are errors.

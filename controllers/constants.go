@@ -15,6 +15,10 @@ const (
 	AnnScopes              = AnnotationPrefix + "scopes"
 	AnnPassAccessToken     = AnnotationPrefix + "pass-access-token"
 	AnnRollout             = AnnotationPrefix + "rollout"
+	AnnExternalScheme      = AnnotationPrefix + "external-scheme"
+	// AnnSidecarResources sets the sidecar's resources; on a Namespace it
+	// is the default for the namespace's Ingresses.
+	AnnSidecarResources = AnnotationPrefix + "sidecar-resources"
 )
 
 // Annotations and labels the controller puts on Pods it injects (never on
@@ -26,7 +30,8 @@ const (
 	// hash differs from the current one is replaced on rollout.
 	PodAnnConfigHash = AnnotationPrefix + "config-hash"
 	// NamespaceInjectionLabel set to "disabled" on a Namespace keeps the
-	// webhook away from it.
+	// webhook away from it; "enabled" puts the namespace in the webhook's
+	// scope even before it has an enabled Ingress.
 	NamespaceInjectionLabel = AnnotationPrefix + "injection"
 	// SecretLabelIngress marks the per-Ingress Secret the controller owns.
 	SecretLabelIngress = AnnotationPrefix + "ingress"
@@ -34,6 +39,24 @@ const (
 	// the controller puts a new one on the first line, keeps the previous
 	// one as the second (still accepted), and removes the annotation.
 	SecretAnnRotate = AnnotationPrefix + "rotate-cookie-secret"
+	// SecretAnnUnusedSince on a per-Ingress Secret records when it stopped
+	// being needed (its Ingress gone or disabled, no Pod mounting it); the
+	// controller deletes it once --secret-retention has passed, and a
+	// recreated Ingress of the same name adopts it before then.
+	SecretAnnUnusedSince = AnnotationPrefix + "unused-since"
+	// SecretAnnState, SecretAnnProblem and SecretAnnRollout on a
+	// per-Ingress Secret are the controller's own view of its Ingress, for
+	// gatehouse status.
+	SecretAnnState   = AnnotationPrefix + "state"
+	SecretAnnProblem = AnnotationPrefix + "problem"
+	SecretAnnRollout = AnnotationPrefix + "rollout"
+	// SecretAnnCreated records when the controller made a per-Ingress
+	// Secret, to the nanosecond (creationTimestamp has whole seconds): of
+	// several Ingresses in front of one app, Pods mount the oldest Secret.
+	SecretAnnCreated = AnnotationPrefix + "created"
+	// SecretAnnStalePods counts the Pods whose sidecar enforces the
+	// current settings with an older image or other resources.
+	SecretAnnStalePods = AnnotationPrefix + "stale-pods"
 )
 
 // Names of what the controller creates.
@@ -61,6 +84,11 @@ const (
 	SecretKeyClientSecret  = "client-secret"
 	SecretKeyPolicy        = "policy.yaml"
 	SecretKeyRedisPassword = "redis-password"
+	// SecretKeyLastGood holds the Ingress's own sidecar spec (JSON) as it
+	// was when its settings were last good and agreed with the other
+	// Ingresses in front of the same Services. While a later edit is
+	// refused or conflicts, Pods keep getting this one.
+	SecretKeyLastGood = "last-good.json"
 )
 
 // Event reasons.
@@ -75,4 +103,9 @@ const (
 	ReasonUnprotectedPods   = "UnprotectedPods"
 	ReasonPodReplaced       = "PodReplaced"
 	ReasonSecretError       = "SecretError"
+	ReasonLastGoodKept      = "LastGoodSpecKept"
+	ReasonPodsRefused       = "PodsRefused"
+	ReasonUnmanagedPod      = "UnmanagedPod"
+	ReasonRolloutBlocked    = "RolloutBlocked"
+	ReasonStalePods         = "StaleSidecars"
 )

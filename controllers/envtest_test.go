@@ -157,8 +157,11 @@ func TestAnnotatedIngressProtectsPods(t *testing.T) {
 		g.Expect(string(s.Data[controllers.SecretKeyClientSecret])).To(gomega.Equal(providerSecret))
 		g.Expect(len(s.Data[controllers.SecretKeyCookie])).To(gomega.BeNumerically(">=", 32))
 		g.Expect(string(s.Data[controllers.SecretKeyPolicy])).To(gomega.ContainSubstring("team-a"))
-		g.Expect(s.OwnerReferences).To(gomega.HaveLen(1))
-		g.Expect(s.OwnerReferences[0].Kind).To(gomega.Equal("Ingress"))
+		// No owner reference: deleting the Ingress must not take the
+		// cookie secret along (a recreated Ingress adopts it).
+		g.Expect(s.OwnerReferences).To(gomega.BeEmpty())
+		g.Expect(s.Labels).To(gomega.HaveKeyWithValue(controllers.SecretLabelIngress, "shop"))
+		g.Expect(string(s.Data[controllers.SecretKeyLastGood])).To(gomega.ContainSubstring("https://www.shop.example.com"))
 	}).WithTimeout(wait).Should(gomega.Succeed())
 
 	// "other" is behind an Ingress without the annotation.
@@ -225,21 +228,48 @@ func TestMistakesChangeNothing(t *testing.T) {
 				w := warnings(t, g, ns, "app")
 				g.Expect(w).To(gomega.ContainElement(gomega.HavePrefix(tc.reason + ":")))
 			}).WithTimeout(wait).Should(gomega.Succeed())
-			create(t, deployment(ns, "app", 1, "http"))
-			g.Eventually(func(g gomega.Gomega) {
-				ps := pods(t, g, ns, "app")
-				g.Expect(ps).To(gomega.HaveLen(1))
-				g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
-			}).WithTimeout(wait).Should(gomega.Succeed())
-			if tc.reason != controllers.ReasonNumericTargetPort {
-				var s corev1.Secret
-				err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)
-				if !apierrors.IsNotFound(err) {
-					t.Errorf("a Secret was made for a refused Ingress: %v", err)
-				}
+			if tc.reason == controllers.ReasonNumericTargetPort {
+				// Gatehouse cannot take the port over: the app's Pods start
+				// plain, as before.
+				create(t, deployment(ns, "app", 1, "http"))
+				g.Eventually(func(g gomega.Gomega) {
+					ps := pods(t, g, ns, "app")
+					g.Expect(ps).To(gomega.HaveLen(1))
+					g.Expect(sidecarOf(&ps[0])).To(gomega.BeNil())
+				}).WithTimeout(wait).Should(gomega.Succeed())
+				return
+			}
+			// The Ingress is meant to protect the app and there never were
+			// good settings: a new Pod is refused rather than started
+			// unprotected, and no Secret is made.
+			expectRefused(t, g, ns, "app")
+			var s corev1.Secret
+			err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("a Secret was made for a refused Ingress: %v", err)
 			}
 		})
 	}
+}
+
+// expectRefused waits until the webhook refuses a new Pod of app (the
+// namespace first has to enter the webhook's scope).
+func expectRefused(t *testing.T, g gomega.Gomega, ns, app string) {
+	t.Helper()
+	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "late-", Namespace: ns, Labels: map[string]string{"app": app}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}}
+	g.Eventually(func() error {
+		p := bare.DeepCopy()
+		err := k8s.Create(t.Context(), p)
+		if err == nil {
+			_ = k8s.Delete(t.Context(), p, client.GracePeriodSeconds(0))
+			return fmt.Errorf("Pod admitted")
+		}
+		if !strings.Contains(err.Error(), "denied") {
+			return err
+		}
+		return nil
+	}).WithTimeout(wait).Should(gomega.Succeed(), "a new Pod was admitted unprotected")
 }
 
 // TestExistingPodsReplacedAndRemoval: Pods from before the annotation are
@@ -470,9 +500,10 @@ func TestBackendsHostsAndWorkloads(t *testing.T) {
 			g.Expect(ps).To(gomega.HaveLen(1), name)
 			sc := sidecarOf(&ps[0])
 			g.Expect(sc).NotTo(gomega.BeNil(), "%s has no sidecar", name)
+			// TLS per host: a and b are under spec.tls, db is not.
 			g.Expect(sc.Args).To(gomega.ContainElements(
-				"--redirect-url=http://a.example.com/_gatehouse/callback",
-				"--redirect-url=http://b.example.com/_gatehouse/callback",
+				"--redirect-url=https://a.example.com/_gatehouse/callback",
+				"--redirect-url=https://b.example.com/_gatehouse/callback",
 				"--redirect-url=http://db.example.com/_gatehouse/callback",
 				"--cookie-secure=false",
 			))
@@ -480,26 +511,6 @@ func TestBackendsHostsAndWorkloads(t *testing.T) {
 		// db.example.com has no TLS entry: reported, not refused.
 		g.Expect(warnings(t, g, ns, "site")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonInsecureHost + ":")))
 	}).WithTimeout(wait).Should(gomega.Succeed())
-}
-
-// TestConflictingIngresses: two enabled Ingresses with different settings
-// in front of one Service: a Warning Event, and no sidecar.
-func TestConflictingIngresses(t *testing.T) {
-	t.Parallel()
-	ns := newNamespace(t, nil)
-	create(t, service(ns, "app", intstr.FromString("http")))
-	create(t, ingress(ns, "one", map[string]string{controllers.AnnEnabled: "true", controllers.AnnAllowedGroups: "a"}, []string{"one.example.com"}, "app"))
-	create(t, ingress(ns, "two", map[string]string{controllers.AnnEnabled: "true", controllers.AnnAllowedGroups: "b"}, []string{"two.example.com"}, "app"))
-	g := gomega.NewWithT(t)
-	g.Eventually(func(g gomega.Gomega) {
-		g.Expect(warnings(t, g, ns, "one")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
-		g.Expect(warnings(t, g, ns, "two")).To(gomega.ContainElement(gomega.HavePrefix(controllers.ReasonConflict + ":")))
-	}).WithTimeout(wait).Should(gomega.Succeed())
-	// Whichever Ingress reconciled first may already have protected the
-	// app (its Secret exists); then new Pods are refused until the
-	// settings agree. Either way no Pod runs one Ingress's sidecar.
-	create(t, deployment(ns, "app", 1, "http"))
-	expectNoSidecar(t, g, ns, "app")
 }
 
 // expectNoSidecar checks for a few seconds that no Pod of app has the
@@ -587,7 +598,7 @@ func TestIngressDeletion(t *testing.T) {
 
 // TestTypoKeepsProtection: once an Ingress protects an app, a bad edit of
 // its annotations changes nothing: the Secret stays, running Pods keep the
-// sidecar, and a new Pod is refused rather than started unprotected.
+// sidecar, and a new Pod gets the last good one.
 func TestTypoKeepsProtection(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t, nil)
@@ -614,15 +625,15 @@ func TestTypoKeepsProtection(t *testing.T) {
 	}).WithTimeout(wait).Should(gomega.Succeed())
 	bare := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: ns, Labels: map[string]string{"app": "app"}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{appContainer("http")}}}
-	g.Eventually(func() bool {
-		err := k8s.Create(t.Context(), bare.DeepCopy())
-		return apierrors.IsForbidden(err) || (err != nil && strings.Contains(err.Error(), "denied"))
-	}).WithTimeout(wait).Should(gomega.BeTrue(), "a new Pod was admitted unprotected")
+	create(t, bare)
+	if sc := sidecarOf(bare); sc == nil || !slices.Contains(sc.Args, "--redirect-url=https://app.example.com/_gatehouse/callback") {
+		t.Errorf("a new Pod did not get the last good sidecar: %+v", sc)
+	}
 	var s corev1.Secret
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-app"}, &s)).To(gomega.Succeed())
-	ps := pods(t, g, ns, "app")
-	g.Expect(ps).To(gomega.HaveLen(1))
-	g.Expect(sidecarOf(&ps[0])).NotTo(gomega.BeNil(), "the running Pod lost its sidecar")
+	for _, p := range pods(t, g, ns, "app") {
+		g.Expect(sidecarOf(&p)).NotTo(gomega.BeNil(), "Pod %s has no sidecar", p.Name)
+	}
 }
 
 // TestUserSecretLeftAlone: a user's own Secret with the name Gatehouse

@@ -4,14 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -20,7 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -31,35 +30,57 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
-// rolloutWait is how often a rollout in progress is looked at again.
-const rolloutWait = 5 * time.Second
+const (
+	// rolloutWait is how often a rollout in progress is looked at again.
+	rolloutWait = 5 * time.Second
+	// replacementWait bounds how long a rollout waits for an evicted
+	// Pod's replacement to appear.
+	replacementWait = 2 * time.Minute
+	// problemRepeat is how often a lasting problem's Warning Event is
+	// emitted again: Events expire after an hour.
+	problemRepeat = 30 * time.Minute
+	// providerResync is how often a protected Ingress is reconciled
+	// without a change, to copy rotated provider secrets.
+	providerResync = 5 * time.Minute
+	// Backoff of a rollout that a PodDisruptionBudget refuses.
+	minBlockedBackoff = 5 * time.Second
+	maxBlockedBackoff = 5 * time.Minute
+)
 
 // IngressReconciler keeps, for each annotated Ingress, the per-Ingress
-// Secret the sidecar mounts, and replaces Pods whose sidecar is missing,
-// stale or no longer wanted. It reports user mistakes as Warning Events on
-// the Ingress and then changes nothing.
+// Secret the sidecar mounts (with the last good spec), and replaces Pods
+// whose sidecar is missing, enforces something else, or is no longer
+// wanted. It reports user mistakes as Warning Events on the Ingress and
+// then changes nothing; the last good spec stays in force.
 type IngressReconciler struct {
 	client    client.Client
 	apiReader client.Reader
 	resolver  *resolver
 	recorder  events.EventRecorder
 	metrics   *metrics
-	// webhookName is the MutatingWebhookConfiguration whose
-	// namespaceSelector decides which namespaces the webhook sees.
-	webhookName string
+	scope     *scopeKeeper
+	// secretRetention is how long a Secret nobody needs any more is kept
+	// for an Ingress of the same name to adopt.
+	secretRetention time.Duration
+	now             func() time.Time
 
-	mu        sync.Mutex // guards evictions
-	evictions map[types.NamespacedName]time.Time
+	mu       sync.Mutex // guards rollouts
+	rollouts map[string]*rolloutState
 }
 
-// replacementWait bounds how long a rollout waits for an evicted Pod's
-// replacement to appear (a bare Pod has none).
-const replacementWait = 2 * time.Minute
+// rolloutState is one set of Pods' rollout: one eviction at a time.
+type rolloutState struct {
+	mu           sync.Mutex // held while the set is looked at and evicted from
+	lastEviction time.Time
+	backoff      time.Duration
+	blockedUntil time.Time
+}
 
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=limitranges,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods/eviction,verbs=create
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
@@ -71,111 +92,169 @@ const replacementWait = 2 * time.Minute
 // Reconcile is level-based: it reads the Ingress and what is behind it,
 // computes the desired state and applies it.
 func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	log := ctrl.LoggerFrom(ctx)
 	var ing networkingv1.Ingress
 	if err := r.client.Get(ctx, req.NamespacedName, &ing); err != nil {
 		if apierrors.IsNotFound(err) {
-			// The Secret goes with its owner reference; Pods keep their
-			// sidecar until they are replaced.
-			r.metrics.unprotected.DeleteLabelValues(req.Namespace, req.Name)
-			return ctrl.Result{}, nil
+			return r.retire(ctx, req.Namespace, req.Name, nil)
 		}
 		return ctrl.Result{}, err
 	}
-	res, err := r.resolver.resolve(ctx, &ing)
+	fe := frontendFromIngress(&ing)
+	l := newLookup(r.resolver)
+	res, err := r.resolver.resolve(ctx, fe)
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	for _, p := range res.Problems {
-		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, p.Reason, "Reconcile", "%s", p.Message)
-	}
-	if res.Blocked {
-		// A mistake changes nothing: no Secret is made, none is removed, no
-		// Pod is touched (the webhook refuses new Pods of a protected app
-		// rather than start them unprotected).
-		log.Info("Ingress annotations refused; nothing changed", "reasons", len(res.Problems))
-		return ctrl.Result{}, nil
 	}
 	if !res.Enabled {
-		return r.disable(ctx, &ing)
+		return r.retire(ctx, ing.Namespace, ing.Name, &ing)
 	}
-	if excluded, err := r.excludedNamespace(ctx, ing.Namespace); err != nil {
-		return ctrl.Result{}, err
-	} else if excluded {
-		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonUnprotectedPods, "Reconcile",
-			"namespace %s is outside the webhook's scope (kube-system, Gatehouse's own, gatehouse.dev/injection=disabled, or not matched by the namespaceSelector of MutatingWebhookConfiguration %s), so its Pods cannot get the sidecar", ing.Namespace, r.webhookName)
-		return ctrl.Result{}, nil
+	l.front[ing.Name] = resolvedFront{fe: fe, res: res}
+	if r.scope.excludes(ctx, ing.Namespace) {
+		r.warn(&ing, ReasonUnprotectedPods, fmt.Sprintf("namespace %s is outside the webhook's scope (kube-system, Gatehouse's own, gatehouse.dev/injection=disabled, or left out by the namespaceSelector of the webhook configuration), so its Pods cannot get the sidecar", ing.Namespace))
+		return ctrl.Result{RequeueAfter: problemRepeat}, nil
 	}
-	if others, err := r.conflicts(ctx, &ing, res); err != nil {
-		return ctrl.Result{}, err
-	} else if len(others) > 0 {
-		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonConflict, "Reconcile",
-			"Ingress(es) %s enable Gatehouse with other settings in front of the same Service; Pods behind it get no sidecar until the settings agree", strings.Join(others, ", "))
-		return ctrl.Result{}, nil
-	}
-	created, err := r.ensureSecret(ctx, &ing, res)
-	if err != nil {
-		r.recorder.Eventf(&ing, nil, corev1.EventTypeWarning, ReasonSecretError, "Reconcile", "cannot prepare the sidecar's Secret: %v", err)
-		return ctrl.Result{}, err
-	}
-	if created {
-		r.recorder.Eventf(&ing, nil, corev1.EventTypeNormal, ReasonProtected, "Reconcile",
-			"Gatehouse protects this Ingress: new Pods of %d Service(s) get the sidecar", len(res.Backends))
-		log.Info("Ingress protected", "services", len(res.Backends))
-	}
-	result, err := r.rollout(ctx, &ing, res)
-	if err == nil && result.RequeueAfter == 0 {
-		// Provider Secrets are not watched: look again now and then so a
-		// rotated client secret reaches the sidecars.
-		result.RequeueAfter = providerResync
-	}
-	return result, err
-}
 
-// providerResync is how often a protected Ingress is reconciled without a
-// change, to copy rotated provider secrets.
-const providerResync = 5 * time.Minute
-
-// conflicts names the other enabled Ingresses of the namespace that share a
-// backend Service with ing but ask for a different sidecar.
-func (r *IngressReconciler) conflicts(ctx context.Context, ing *networkingv1.Ingress, res resolved) ([]string, error) {
-	var out []string
-	checked := map[string]bool{ing.Name: true}
-	for _, a := range res.Backends {
-		var list networkingv1.IngressList
-		if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace),
-			client.MatchingFields{indexBackendService: a.Service.Name}, client.UnsafeDisableDeepCopy); err != nil {
-			return nil, err
+	problems := res.Problems
+	healthy := !res.Blocked
+	type app struct {
+		svc     *corev1.Service
+		members []member
+		out     outcome
+	}
+	var apps []app
+	for _, b := range res.Backends {
+		ms, err := l.membersOfService(ctx, ing.Namespace, b.Service.Name)
+		if err != nil {
+			return ctrl.Result{}, err
 		}
-		for i := range list.Items {
-			other := &list.Items[i]
-			if checked[other.Name] || other.Annotations[AnnEnabled] == "" {
-				continue
-			}
-			checked[other.Name] = true
-			ores, err := r.resolver.resolve(ctx, other)
-			if err != nil {
-				return nil, err
-			}
-			if !ores.Enabled || ores.Blocked {
-				continue
-			}
-			for _, b := range ores.Backends {
-				if b.Service.Name == a.Service.Name && (a.PortName != b.PortName || !samePolicy(res.Spec, ores.Spec)) {
-					out = append(out, other.Name)
-					break
-				}
-			}
+		out := decide(ms, r.resolver.image)
+		// Events of one reason are folded into one series whatever their
+		// message, so the consequence has a reason of its own unless it is
+		// a conflict (which has no other Event).
+		switch out.kind {
+		case verdictLastGood:
+			healthy = false
+			problems = append(problems, problem{consequence(out.reason, ReasonLastGoodKept), fmt.Sprintf("Service %s: %s; its Pods keep the last good sidecar settings", b.Service.Name, out.problem)})
+		case verdictDeny:
+			healthy = false
+			problems = append(problems, problem{consequence(out.reason, ReasonPodsRefused), fmt.Sprintf("Service %s: %s; there never were good settings, so new Pods are refused", b.Service.Name, out.problem)})
+		}
+		apps = append(apps, app{svc: b.Service, members: ms, out: out})
+	}
+	for _, p := range problems {
+		r.warn(&ing, p.Reason, p.Message)
+	}
+	degraded := 0.0
+	if !healthy {
+		degraded = 1
+	}
+	r.metrics.degraded.WithLabelValues(ing.Namespace, ing.Name).Set(degraded)
+
+	if healthy {
+		var peers []member
+		for _, a := range apps {
+			peers = append(peers, a.members...)
+		}
+		created, err := r.ensureSecret(ctx, &ing, res, peers)
+		if err != nil {
+			r.warn(&ing, ReasonSecretError, "cannot prepare the sidecar's Secret: "+err.Error())
+			return ctrl.Result{}, err
+		}
+		if created {
+			r.recorder.Eventf(&ing, nil, corev1.EventTypeNormal, ReasonProtected, "Reconcile",
+				"Gatehouse protects this Ingress: new Pods of %d Service(s) get the sidecar", len(res.Backends))
+			ctrl.LoggerFrom(ctx).Info("Ingress protected", "services", len(res.Backends))
+			// The webhook reads the Secret from the cache: look at the
+			// apps again once it has seen it.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
 		}
 	}
-	return out, nil
+
+	result := ctrl.Result{RequeueAfter: providerResync}
+	if len(problems) > 0 {
+		result.RequeueAfter = problemRepeat
+	}
+	var rollouts []string
+	outdated, stale, blocked := 0, 0, false
+	for _, a := range apps {
+		st, err := r.rolloutApp(ctx, l, &ing, a.svc)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		outdated += st.outdated
+		stale += st.stale
+		blocked = blocked || st.blocked
+		if st.message != "" {
+			rollouts = append(rollouts, st.message)
+		}
+		if st.requeue > 0 && st.requeue < result.RequeueAfter {
+			result.RequeueAfter = st.requeue
+		}
+	}
+	r.metrics.unprotected.WithLabelValues(ing.Namespace, ing.Name).Set(float64(outdated))
+	r.metrics.stale.WithLabelValues(ing.Namespace, ing.Name).Set(float64(stale))
+	r.metrics.rolloutBlocked.WithLabelValues(ing.Namespace, ing.Name).Set(boolGauge(blocked))
+
+	state := "protected"
+	switch {
+	case !healthy && !slices.ContainsFunc(apps, func(a app) bool { return a.out.kind == verdictLastGood || a.out.kind == verdictInject }):
+		state = "refused"
+	case !healthy:
+		state = "last-good"
+	case outdated > 0:
+		state = "rolling-out"
+	}
+	var last string
+	for _, p := range problems {
+		if p.Reason != ReasonInsecureHost {
+			last = p.Reason + ": " + p.Message
+			break
+		}
+	}
+	if err := r.setStatus(ctx, ing.Namespace, ing.Name, map[string]string{
+		SecretAnnState: state, SecretAnnProblem: last, SecretAnnRollout: strings.Join(rollouts, "; "), SecretAnnStalePods: nonZero(stale),
+	}); err != nil {
+		return ctrl.Result{}, err
+	}
+	return result, nil
 }
 
-// ensureSecret applies the per-Ingress Secret: the cookie secret
-// (generated once and kept), the client secret and Redis password copied
-// from the provider, and the live policy file. It reports whether the
-// Secret was new.
-func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.Ingress, res resolved) (bool, error) {
+// consequence is the Event reason for what a refused or conflicting
+// setting leads to.
+func consequence(reason, otherwise string) string {
+	if reason == ReasonConflict {
+		return reason
+	}
+	return otherwise
+}
+
+// warn emits a Warning Event on the Ingress.
+func (r *IngressReconciler) warn(ing *networkingv1.Ingress, reason, msg string) {
+	r.recorder.Eventf(ing, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", msg)
+}
+
+func nonZero(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ensureSecret applies the per-Ingress Secret: the cookie secret (kept, or
+// taken from another Ingress in front of the same apps so that their
+// sessions are one, or generated), the client secret and Redis password
+// copied from the provider, the live policy file and the last good spec.
+// The Secret has no owner reference: deleting the Ingress must not take
+// the cookie secret (and every session) with it; the controller deletes it
+// itself once nothing needs it. It reports whether the Secret was new.
+func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.Ingress, res resolved, peers []member) (bool, error) {
 	name := secretName(ing.Name)
 	var existing corev1.Secret
 	// Read from the API server, not the cache: the cache holds only
@@ -186,15 +265,19 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 	if err != nil && !created {
 		return false, err
 	}
-	if !created && !ownedBy(&existing, ing) {
+	if !created && existing.Labels[SecretLabelIngress] != ing.Name {
 		return false, fmt.Errorf("a Secret named %s exists and is not Gatehouse's; delete or rename it", name)
 	}
-	data := map[string][]byte{SecretKeyPolicy: policyFile(res.Spec.Policy)}
+	lastGood, err := json.Marshal(res.Spec)
+	if err != nil {
+		return false, err
+	}
+	data := map[string][]byte{SecretKeyPolicy: policyFile(res.Spec.Policy), SecretKeyLastGood: lastGood}
 	current := existing.Data[SecretKeyCookie]
 	_, rotate := existing.Annotations[SecretAnnRotate]
 	switch {
 	case len(current) < 32:
-		data[SecretKeyCookie] = newCookieSecret()
+		data[SecretKeyCookie] = r.peerCookie(ctx, ing, peers)
 	case rotate:
 		// New secret first, the previous one second: sessions under it keep
 		// working and are re-issued under the new one.
@@ -213,26 +296,84 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 		}
 		data[key] = v
 	}
+	made := r.now()
+	if !created {
+		made = secretCreated(&existing).Time
+	}
 	ac := corev1ac.Secret(name, ing.Namespace).
 		WithLabels(map[string]string{SecretLabelIngress: ing.Name}).
-		WithOwnerReferences(metav1ac.OwnerReference().
-			WithAPIVersion("networking.k8s.io/v1").WithKind("Ingress").
-			WithName(ing.Name).WithUID(ing.UID).WithController(true)).
+		WithAnnotations(map[string]string{SecretAnnCreated: made.UTC().Format(time.RFC3339Nano)}).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(data)
 	if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 		return false, fmt.Errorf("apply secret %s: %w", name, err)
 	}
-	if rotate {
-		patched := existing.DeepCopy()
-		delete(patched.Annotations, SecretAnnRotate)
-		if err := r.client.Patch(ctx, patched, client.MergeFrom(&existing)); err != nil {
-			return false, fmt.Errorf("clear %s on %s: %w", SecretAnnRotate, name, err)
+	if rotate || existing.Annotations[SecretAnnUnusedSince] != "" || len(existing.OwnerReferences) > 0 {
+		// A Secret made by an earlier release had the Ingress as its
+		// owner; it goes, so that a deleted Ingress does not take it along.
+		patch := map[string]any{"metadata": map[string]any{
+			"annotations":     map[string]any{SecretAnnRotate: nil, SecretAnnUnusedSince: nil},
+			"ownerReferences": nil,
+		}}
+		raw, _ := json.Marshal(patch)
+		if err := r.client.Patch(ctx, &existing, client.RawPatch(types.MergePatchType, raw)); err != nil {
+			return false, fmt.Errorf("update annotations of %s: %w", name, err)
 		}
+	}
+	if rotate {
 		r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonProtected, "RotateCookieSecret",
 			"new cookie secret in Secret %s; the previous one stays accepted", name)
 	}
 	return created, nil
+}
+
+// peerCookie is the cookie secret for a new per-Ingress Secret: that of
+// the oldest other Ingress in front of the same apps, so that a browser's
+// session is valid whichever of their Secrets a Pod mounts, else a new one.
+func (r *IngressReconciler) peerCookie(ctx context.Context, ing *networkingv1.Ingress, peers []member) []byte {
+	ordered := slices.Clone(peers)
+	slices.SortStableFunc(ordered, func(a, b member) int {
+		if c := a.fe.Created.Compare(b.fe.Created.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.fe.Name, b.fe.Name)
+	})
+	for _, m := range ordered {
+		if m.fe.Name == ing.Name || !m.hasSecret {
+			continue
+		}
+		var s corev1.Secret
+		if err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: secretName(m.fe.Name)}, &s); err == nil && len(s.Data[SecretKeyCookie]) >= 32 {
+			return s.Data[SecretKeyCookie]
+		}
+	}
+	return newCookieSecret()
+}
+
+// setStatus records the controller's view of an Ingress on its Secret
+// (when there is one), for gatehouse status; it writes only on a change.
+func (r *IngressReconciler) setStatus(ctx context.Context, ns, ingress string, want map[string]string) error {
+	var s corev1.Secret
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName(ingress)}, &s); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if s.Labels[SecretLabelIngress] != ingress {
+		return nil
+	}
+	patch := map[string]any{}
+	for k, v := range want {
+		switch {
+		case v == "" && s.Annotations[k] != "":
+			patch[k] = nil
+		case v != "" && s.Annotations[k] != v:
+			patch[k] = v
+		}
+	}
+	if len(patch) == 0 {
+		return nil
+	}
+	raw, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": patch}})
+	return client.IgnoreNotFound(r.client.Patch(ctx, &s, client.RawPatch(types.MergePatchType, raw)))
 }
 
 func (r *IngressReconciler) readSecretKey(ctx context.Context, ref secretRef) ([]byte, error) {
@@ -247,10 +388,6 @@ func (r *IngressReconciler) readSecretKey(ctx context.Context, ref secretRef) ([
 	return v, nil
 }
 
-func ownedBy(obj metav1.Object, ing *networkingv1.Ingress) bool {
-	return slices.ContainsFunc(obj.GetOwnerReferences(), func(o metav1.OwnerReference) bool { return o.UID == ing.UID })
-}
-
 // newCookieSecret makes 32 random bytes, base64-encoded (44 bytes of key
 // material on one line).
 func newCookieSecret() []byte {
@@ -259,175 +396,323 @@ func newCookieSecret() []byte {
 	return []byte(base64.StdEncoding.EncodeToString(b))
 }
 
-// excludedNamespace reports whether the webhook never sees ns, so Pods
-// there cannot be protected (and must not be evicted for it): kube-system,
-// the controller's own namespace, the opt-out label, and whatever else the
-// webhook configuration's namespaceSelector leaves out (the chart's extra
-// exclusions). The configuration is read on every call, as the API server
-// would apply it; when it cannot be read, the built-in rules decide.
-func (r *IngressReconciler) excludedNamespace(ctx context.Context, ns string) (bool, error) {
-	if ns == "kube-system" || ns == r.resolver.namespace {
-		return true, nil
+// retire handles an Ingress that is gone (ing nil) or no longer enabled:
+// Pods that carry its sidecar and are no longer meant to are replaced, and
+// its Secret stays while any Pod mounts it, then for secretRetention more
+// (a recreated Ingress of the same name adopts it, sessions and all), and
+// then goes.
+func (r *IngressReconciler) retire(ctx context.Context, ns, name string, ing *networkingv1.Ingress) (ctrl.Result, error) {
+	for _, g := range []interface{ DeleteLabelValues(...string) bool }{r.metrics.unprotected, r.metrics.stale, r.metrics.rolloutBlocked, r.metrics.degraded} {
+		g.DeleteLabelValues(ns, name)
 	}
-	var n corev1.Namespace
-	if err := r.apiReader.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
-		return false, client.IgnoreNotFound(err)
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return ctrl.Result{}, err
 	}
-	if n.Labels[NamespaceInjectionLabel] == "disabled" {
-		return true, nil
-	}
-	if r.webhookName == "" {
-		return false, nil
-	}
-	var wh admissionv1.MutatingWebhookConfiguration
-	if err := r.apiReader.Get(ctx, client.ObjectKey{Name: r.webhookName}, &wh); err != nil {
-		ctrl.LoggerFrom(ctx).V(1).Info("Webhook configuration unreadable; its namespaceSelector is not applied", "webhook", r.webhookName, "error", err.Error())
-		return false, nil
-	}
-	for _, w := range wh.Webhooks {
-		if w.Name != WebhookName || w.NamespaceSelector == nil {
+	l := newLookup(r.resolver)
+	mounted := false
+	var outdated []corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if mountsSecret(p, secretName(name)) {
+			mounted = true
+		}
+		if p.Annotations[PodAnnIngress] != name || !live(p) {
 			continue
 		}
-		sel, err := metav1.LabelSelectorAsSelector(w.NamespaceSelector)
+		out, _, err := l.outcomeFor(ctx, p)
 		if err != nil {
-			return false, fmt.Errorf("namespaceSelector of %s: %w", r.webhookName, err)
-		}
-		// The API server labels every namespace with its name.
-		nsLabels := labels.Set{corev1.LabelMetadataName: n.Name}
-		maps.Copy(nsLabels, n.Labels)
-		return !sel.Matches(nsLabels), nil
-	}
-	return false, nil
-}
-
-// disable handles an Ingress without gatehouse.dev/enabled: "true": its
-// Secret goes, and Pods that still carry its sidecar are replaced.
-func (r *IngressReconciler) disable(ctx context.Context, ing *networkingv1.Ingress) (ctrl.Result, error) {
-	r.metrics.unprotected.DeleteLabelValues(ing.Namespace, ing.Name)
-	var s corev1.Secret
-	err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: secretName(ing.Name)}, &s)
-	if err == nil && ownedBy(&s, ing) {
-		if err := r.client.Delete(ctx, &s); err != nil && !apierrors.IsNotFound(err) {
 			return ctrl.Result{}, err
 		}
-	}
-	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace)); err != nil {
-		return ctrl.Result{}, err
-	}
-	var stale []corev1.Pod
-	for _, p := range pods.Items {
-		if p.Annotations[PodAnnIngress] == ing.Name && p.DeletionTimestamp == nil {
-			stale = append(stale, p)
-		}
-	}
-	if len(stale) == 0 || ing.Annotations[AnnRollout] == RolloutManual {
-		return ctrl.Result{}, nil
-	}
-	// The set to keep Ready: every Pod behind a Service that selects a
-	// stale one (their replacements included).
-	var svcs corev1.ServiceList
-	if err := r.client.List(ctx, &svcs, client.InNamespace(ing.Namespace)); err != nil {
-		return ctrl.Result{}, err
-	}
-	var set []corev1.Pod
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil {
-			continue
-		}
-		for i := range svcs.Items {
-			svc := &svcs.Items[i]
-			if selects(svc, labels.Set(p.Labels)) && slices.ContainsFunc(stale, func(s corev1.Pod) bool { return selects(svc, labels.Set(s.Labels)) }) {
-				set = append(set, p)
-				break
+		switch out.kind {
+		case verdictInject, verdictLastGood:
+			if out.spec.compare(p) == sidecarOutdated {
+				outdated = append(outdated, *p)
 			}
+		case verdictNone:
+			outdated = append(outdated, *p)
 		}
 	}
-	return r.replaceOne(ctx, ing, set, stale)
+	// The set to keep Ready: the outdated Pods' siblings (same
+	// controller), replacements included.
+	var set []corev1.Pod
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		owner := metav1.GetControllerOf(p)
+		if live(p) && owner != nil && slices.ContainsFunc(outdated, func(o corev1.Pod) bool {
+			oo := metav1.GetControllerOf(&o)
+			return oo != nil && oo.UID == owner.UID
+		}) {
+			set = append(set, *p)
+		}
+	}
+	result := ctrl.Result{}
+	if len(outdated) > 0 && (ing == nil || ing.Annotations[AnnRollout] != RolloutManual) {
+		st, err := r.replaceOne(ctx, ns+"/ingress:"+name, ing, set, outdated)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		result.RequeueAfter = st.requeue
+	}
+	return r.collectSecret(ctx, ns, name, mounted, result)
 }
 
-// rollout finds the Pods behind the Ingress that lack the current sidecar,
-// reports them, and unless gatehouse.dev/rollout is manual replaces one at
-// a time through the Eviction API (which honours PodDisruptionBudgets),
-// waiting for every Pod of the set to be Ready before the next.
-func (r *IngressReconciler) rollout(ctx context.Context, ing *networkingv1.Ingress, res resolved) (ctrl.Result, error) {
+// collectSecret deletes a retired Ingress's Secret once no Pod mounts it
+// and secretRetention has passed since it was last needed.
+func (r *IngressReconciler) collectSecret(ctx context.Context, ns, name string, mounted bool, result ctrl.Result) (ctrl.Result, error) {
+	var s corev1.Secret
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName(name)}, &s); err != nil {
+		return result, client.IgnoreNotFound(err)
+	}
+	if s.Labels[SecretLabelIngress] != name {
+		return result, nil
+	}
+	since, err := time.Parse(time.RFC3339, s.Annotations[SecretAnnUnusedSince])
+	var patch map[string]any
+	switch {
+	case mounted && err == nil:
+		patch = map[string]any{SecretAnnUnusedSince: nil}
+	case mounted:
+		return requeueWithin(result, rolloutWait), nil
+	case err != nil:
+		patch = map[string]any{SecretAnnUnusedSince: r.now().UTC().Format(time.RFC3339)}
+	case r.now().Sub(since) >= r.secretRetention:
+		if err := r.client.Delete(ctx, &s, client.Preconditions{UID: &s.UID}); client.IgnoreNotFound(err) != nil {
+			return result, err
+		}
+		ctrl.LoggerFrom(ctx).Info("Secret of a retired Ingress deleted", "secret", s.Name)
+		return result, nil
+	default:
+		return requeueWithin(result, since.Add(r.secretRetention).Sub(r.now())+time.Second), nil
+	}
+	raw, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": patch}})
+	if err := r.client.Patch(ctx, &s, client.RawPatch(types.MergePatchType, raw)); client.IgnoreNotFound(err) != nil {
+		return result, err
+	}
+	return requeueWithin(result, min(r.secretRetention+time.Second, rolloutWait)), nil
+}
+
+func requeueWithin(r ctrl.Result, d time.Duration) ctrl.Result {
+	if r.RequeueAfter == 0 || d < r.RequeueAfter {
+		r.RequeueAfter = d
+	}
+	return r
+}
+
+// live reports whether p is running or about to: not terminating, not
+// finished.
+func live(p *corev1.Pod) bool {
+	return p.DeletionTimestamp == nil && p.Status.Phase != corev1.PodSucceeded && p.Status.Phase != corev1.PodFailed
+}
+
+// mountsSecret reports whether p has a volume of Secret name. Terminating
+// Pods count: their containers may still restart.
+func mountsSecret(p *corev1.Pod, name string) bool {
+	if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+		return false
+	}
+	return slices.ContainsFunc(p.Spec.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == name })
+}
+
+// appRollout is what rolloutApp found and did for one app.
+type appRollout struct {
+	outdated, stale int
+	blocked         bool
+	requeue         time.Duration
+	message         string
+}
+
+// rolloutApp finds the Pods behind svc whose sidecar is missing or
+// enforces something else, reports them, and unless gatehouse.dev/rollout
+// is manual replaces one at a time through the Eviction API (which honours
+// PodDisruptionBudgets). Pods whose sidecar only has an older image or
+// other resources are reported as stale and left to their next rollout.
+func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, ing *networkingv1.Ingress, svc *corev1.Service) (appRollout, error) {
+	var st appRollout
+	if len(svc.Spec.Selector) == 0 {
+		return st, nil
+	}
 	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace)); err != nil {
-		return ctrl.Result{}, err
+	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+		return st, err
 	}
-	want := res.Spec.hash()
+	var ranges []corev1.LimitRange
+	rangesRead := false
 	var set, outdated []corev1.Pod
-	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+	pending := false
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !live(p) || p.Spec.HostNetwork {
 			continue
 		}
-		podLabels := labels.Set(p.Labels)
-		behind := false
-		for _, b := range res.Backends {
-			if selects(b.Service, podLabels) && (hasPortName(&p, b.PortName) || p.Annotations[PodAnnIngress] == ing.Name) {
-				behind = true
-				break
+		out, _, err := l.outcomeFor(ctx, p)
+		if err != nil {
+			return st, err
+		}
+		switch out.kind {
+		case verdictNone:
+			if slices.ContainsFunc(p.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName }) && p.Annotations[PodAnnIngress] != "" {
+				set = append(set, *p)
+				outdated = append(outdated, *p)
 			}
-		}
-		if !behind {
+			continue
+		case verdictPending:
+			pending = true
+			continue
+		case verdictDeny:
+			// Its replacement would be refused: never evict into that.
+			if out.spec.compare(p) == sidecarMissing {
+				st.outdated++
+			}
 			continue
 		}
-		set = append(set, p)
-		if p.Annotations[PodAnnConfigHash] != want {
-			outdated = append(outdated, p)
+		if !rangesRead {
+			var list corev1.LimitRangeList
+			if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace)); err != nil {
+				return st, err
+			}
+			ranges, rangesRead = list.Items, true
+		}
+		spec := out.spec
+		spec.Resources = fitLimitRanges(spec.Resources, ranges)
+		set = append(set, *p)
+		switch spec.compare(p) {
+		case sidecarMissing, sidecarOutdated:
+			outdated = append(outdated, *p)
+		case sidecarStale:
+			st.stale++
 		}
 	}
-	r.metrics.unprotected.WithLabelValues(ing.Namespace, ing.Name).Set(float64(len(outdated)))
+	st.outdated += len(outdated)
+	if pending {
+		st.requeue = rolloutWait
+	}
+	if st.stale > 0 {
+		st.message = fmt.Sprintf("%d Pod(s) of Service %s run an older sidecar image or resources; they get the current one at their next rollout", st.stale, svc.Name)
+	}
 	if len(outdated) == 0 {
-		return ctrl.Result{}, nil
+		return st, nil
 	}
 	if ing.Annotations[AnnRollout] == RolloutManual {
-		r.recorder.Eventf(ing, nil, corev1.EventTypeWarning, ReasonUnprotectedPods, "Rollout",
-			"%d Pod(s) run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated))
-		return ctrl.Result{}, nil
+		r.warn(ing, ReasonUnprotectedPods, fmt.Sprintf("%d Pod(s) of Service %s run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated), svc.Name))
+		st.message = fmt.Sprintf("%d Pod(s) of Service %s wait for a manual restart", len(outdated), svc.Name)
+		return st, nil
 	}
-	return r.replaceOne(ctx, ing, set, outdated)
+	ev, err := r.replaceOne(ctx, ing.Namespace+"/"+svc.Name, ing, set, outdated)
+	if err != nil {
+		return st, err
+	}
+	st.blocked = ev.blocked
+	st.requeue = ev.requeue
+	st.message = fmt.Sprintf("replacing %d Pod(s) of Service %s", len(outdated), svc.Name)
+	if ev.message != "" {
+		st.message = ev.message
+	}
+	return st, nil
 }
 
-// replaceOne evicts the first outdated Pod once the previous eviction's
-// replacement exists and every Pod of set is Ready.
-func (r *IngressReconciler) replaceOne(ctx context.Context, ing *networkingv1.Ingress, set, outdated []corev1.Pod) (ctrl.Result, error) {
-	key := types.NamespacedName{Namespace: ing.Namespace, Name: ing.Name}
+// eviction is what replaceOne did.
+type eviction struct {
+	blocked bool
+	requeue time.Duration
+	message string
+}
+
+// replaceOne evicts one outdated Pod of the set named key: a Pod that is
+// not Ready first (evicting it costs no capacity); otherwise the first
+// one, once the previous eviction's replacement exists and every Pod of
+// the set is Ready. Pods without a controlling owner are never evicted:
+// nothing would recreate them; they are reported instead. A
+// PodDisruptionBudget's refusal backs off, up to maxBlockedBackoff. ing may
+// be nil (a deleted Ingress): then nothing is reported on it.
+func (r *IngressReconciler) replaceOne(ctx context.Context, key string, ing *networkingv1.Ingress, set, outdated []corev1.Pod) (eviction, error) {
 	r.mu.Lock()
-	last, evicted := r.evictions[key]
-	r.mu.Unlock()
-	if evicted && time.Since(last) < replacementWait && !slices.ContainsFunc(set, func(p corev1.Pod) bool {
-		return p.CreationTimestamp.After(last.Add(-time.Second))
-	}) {
-		return ctrl.Result{RequeueAfter: rolloutWait}, nil // the replacement is not there yet
+	if r.rollouts == nil {
+		r.rollouts = map[string]*rolloutState{}
 	}
-	for _, p := range set {
-		if !podReady(&p) {
-			return ctrl.Result{RequeueAfter: rolloutWait}, nil // wait for the replacement
+	st, ok := r.rollouts[key]
+	if !ok {
+		st = &rolloutState{}
+		r.rollouts[key] = st
+	}
+	r.mu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := r.now()
+	if now.Before(st.blockedUntil) {
+		return eviction{blocked: true, requeue: st.blockedUntil.Sub(now), message: "a PodDisruptionBudget refused the last eviction; retrying later"}, nil
+	}
+
+	var managed []corev1.Pod
+	var unmanaged []string
+	for _, p := range outdated {
+		if metav1.GetControllerOf(&p) == nil {
+			unmanaged = append(unmanaged, p.Name)
+			continue
+		}
+		managed = append(managed, p)
+	}
+	var ev eviction
+	if len(unmanaged) > 0 && ing != nil {
+		r.warn(ing, ReasonUnmanagedPod, fmt.Sprintf("Pod(s) %s run without the current sidecar and have no controller to recreate them, so Gatehouse does not evict them: delete and recreate them yourself", strings.Join(unmanaged, ", ")))
+		ev.message = fmt.Sprintf("%d Pod(s) without a controller wait to be recreated by hand", len(unmanaged))
+	}
+	if len(managed) == 0 {
+		return ev, nil
+	}
+	// Not Ready first.
+	slices.SortStableFunc(managed, func(a, b corev1.Pod) int { return boolCmp(podReady(&a), podReady(&b)) })
+	victim := managed[0]
+	if podReady(&victim) {
+		if !st.lastEviction.IsZero() && now.Sub(st.lastEviction) < replacementWait && !slices.ContainsFunc(set, func(p corev1.Pod) bool {
+			return p.CreationTimestamp.After(st.lastEviction.Add(-time.Second))
+		}) {
+			ev.requeue = rolloutWait // the replacement is not there yet
+			return ev, nil
+		}
+		for _, p := range set {
+			if !podReady(&p) {
+				ev.requeue = rolloutWait // wait for the replacement
+				return ev, nil
+			}
 		}
 	}
-	victim := outdated[0]
-	ev := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: victim.Name, Namespace: victim.Namespace}}
-	err := r.client.SubResource("eviction").Create(ctx, &victim, ev)
+	evict := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Name: victim.Name, Namespace: victim.Namespace}}
+	err := r.client.SubResource("eviction").Create(ctx, &victim, evict)
 	switch {
 	case apierrors.IsTooManyRequests(err):
-		// A PodDisruptionBudget says not now.
-		return ctrl.Result{RequeueAfter: rolloutWait}, nil
+		st.backoff = min(max(2*st.backoff, minBlockedBackoff), maxBlockedBackoff)
+		st.blockedUntil = now.Add(st.backoff)
+		if ing != nil {
+			r.warn(ing, ReasonRolloutBlocked, fmt.Sprintf("a PodDisruptionBudget does not allow evicting Pod %s now; retrying in %s", victim.Name, st.backoff))
+		}
+		return eviction{blocked: true, requeue: st.backoff, message: fmt.Sprintf("blocked by a PodDisruptionBudget (Pod %s), retrying in %s", victim.Name, st.backoff)}, nil
 	case apierrors.IsNotFound(err):
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		ev.requeue = time.Second
+		return ev, nil
 	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("evict pod %s: %w", victim.Name, err)
+		return ev, fmt.Errorf("evict pod %s: %w", victim.Name, err)
 	}
-	r.mu.Lock()
-	if r.evictions == nil {
-		r.evictions = map[types.NamespacedName]time.Time{}
-	}
-	r.evictions[key] = time.Now()
-	r.mu.Unlock()
+	st.backoff, st.blockedUntil = 0, time.Time{}
+	st.lastEviction = now
 	r.metrics.replaced.Inc()
-	r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(outdated)-1)
-	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(outdated)-1)
-	return ctrl.Result{RequeueAfter: rolloutWait}, nil
+	if ing != nil {
+		r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(managed)-1)
+	}
+	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(managed)-1)
+	ev.requeue = rolloutWait
+	return ev, nil
+}
+
+func boolCmp(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	default:
+		return 1
+	}
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -439,9 +724,10 @@ func podReady(p *corev1.Pod) bool {
 	return false
 }
 
-// SetupWithManager registers the reconciler: Ingresses, the Secrets they
-// own, and the Services and Pods of their namespace (which change what is
-// behind an Ingress).
+// SetupWithManager registers the reconciler: Ingresses, Gatehouse's
+// Secrets (by their label, so a Secret outliving its Ingress is still
+// looked after), and the Services and Pods of their namespace (which
+// change what is behind an Ingress).
 func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c := mgr.GetClient()
 	request := func(ns, name string) reconcile.Request {
@@ -463,6 +749,12 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	services := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		return byService(ctx, obj.GetNamespace(), obj.GetName())
+	})
+	secrets := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
+		if name := obj.GetLabels()[SecretLabelIngress]; name != "" {
+			return []reconcile.Request{request(obj.GetNamespace(), name)}
+		}
+		return nil
 	})
 	// A Pod matters to the Ingress whose sidecar it carries and to those in
 	// front of the Services that select it.
@@ -491,7 +783,7 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("ingress").
 		For(&networkingv1.Ingress{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
+		Watches(&corev1.Secret{}, secrets).
 		Watches(&corev1.Service{}, services).
 		Watches(&corev1.Pod{}, pods).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).

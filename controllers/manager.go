@@ -94,13 +94,26 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		namespace: cfg.Namespace,
 		image:     cfg.SidecarImage,
 	}
-	rec := &IngressReconciler{
-		client:      mgr.GetClient(),
+	scope := &scopeKeeper{
+		reader:      mgr.GetClient(),
 		apiReader:   mgr.GetAPIReader(),
-		resolver:    res,
-		recorder:    mgr.GetEventRecorder("gatehouse"),
-		metrics:     m,
+		writer:      mgr.GetClient(),
 		webhookName: cfg.WebhookConfiguration,
+		namespace:   cfg.Namespace,
+		log:         opts.Log.WithName("webhook-scope"),
+	}
+	if err := scope.SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("register webhook scope: %w", err)
+	}
+	rec := &IngressReconciler{
+		client:          mgr.GetClient(),
+		apiReader:       mgr.GetAPIReader(),
+		resolver:        res,
+		recorder:        mgr.GetEventRecorder("gatehouse"),
+		metrics:         m,
+		scope:           scope,
+		secretRetention: cfg.SecretRetention,
+		now:             time.Now,
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("register ingress reconciler: %w", err)

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/gatehouse-dev/gatehouse/proxy"
 )
 
@@ -33,6 +35,9 @@ type Policy struct {
 	Scopes              []string
 	PassAccessToken     bool
 	Rollout             string
+	ExternalScheme      string // empty: from spec.tls
+	// SidecarResources are the annotation's quantities, nil when unset.
+	SidecarResources *corev1.ResourceRequirements `json:",omitempty"`
 }
 
 var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
@@ -103,6 +108,19 @@ func parsePolicy(ann map[string]string) (Policy, error) {
 			default:
 				bad(key, "%q is not auto or manual", v)
 			}
+		case AnnExternalScheme:
+			switch v {
+			case SchemeHTTPS, SchemeHTTP:
+				p.ExternalScheme = v
+			default:
+				bad(key, "%q is not https or http", v)
+			}
+		case AnnSidecarResources:
+			r, err := parseResources(v)
+			if err != nil {
+				bad(key, "%v", err)
+			}
+			p.SidecarResources = &r
 		default:
 			bad(key, "unknown Gatehouse annotation (see the README's annotation reference)")
 		}

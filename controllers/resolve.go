@@ -4,11 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -21,25 +19,32 @@ const (
 	ProviderSecretClientSecret = "client-secret"
 )
 
-// problem is something wrong with an Ingress, reported as a Warning Event.
+// problem is something wrong with a front door, reported as a Warning
+// Event.
 type problem struct {
 	Reason  string
 	Message string
 }
 
-// backend is a Service behind an enabled Ingress whose target port the
+// backend is a Service behind an enabled front door whose target port the
 // sidecar takes over.
 type backend struct {
 	Service  *corev1.Service
 	PortName string
 }
 
-// resolved is the decision for one Ingress.
+// resolved is the decision for one front door on its own, before it is
+// merged with the others in front of the same Services.
 type resolved struct {
-	Enabled  bool
-	Spec     sidecarSpec
+	Enabled bool
+	// Spec is the sidecar this front door asks for; set unless Blocked.
+	Spec sidecarSpec
+	// Backends are its Services with a named target port, found even when
+	// Blocked, so that the webhook knows which Pods a broken front door is
+	// meant to protect.
 	Backends []backend
-	// Problems are reported; Blocked means nothing is injected at all.
+	// Problems are reported; Blocked means this front door's own settings
+	// cannot be used (its last good spec stays in force).
 	Problems []problem
 	Blocked  bool
 	// Provider secrets, for the reconciler's per-Ingress Secret.
@@ -51,51 +56,58 @@ type secretRef struct {
 	Namespace, Name, Key string
 }
 
-// resolver turns an Ingress into a resolved decision from cached Services
-// and the controller's configuration. Reading secrets is the caller's
-// business; resolve only records where they are.
+// resolver turns a front door into a resolved decision from cached
+// Services and Namespaces and the controller's configuration. Reading
+// secrets is the caller's business; resolve only records where they are.
 type resolver struct {
-	reader    client.Reader // cached reads: Services
+	reader    client.Reader // cached reads: Services, Namespaces, LimitRanges, Gatehouse's Secrets
 	apiReader client.Reader // uncached reads: provider-secret Secrets
 	file      *FileConfig
 	namespace string // the controller's own
 	image     string
 }
 
-func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (resolved, error) {
+func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 	var res resolved
+	if err := r.backends(ctx, fe, &res); err != nil {
+		return res, err
+	}
 	block := func(reason, format string, args ...any) (resolved, error) {
 		res.Blocked = true
 		res.Problems = append(res.Problems, problem{reason, fmt.Sprintf(format, args...)})
 		return res, nil
 	}
-	pol, err := parsePolicy(ing.Annotations)
+	pol, err := parsePolicy(fe.Annotations)
 	res.Enabled = pol.Enabled
-	if _, asked := ing.Annotations[AnnEnabled]; asked && err != nil {
+	if _, asked := fe.Annotations[AnnEnabled]; asked && err != nil {
 		// An unreadable "enabled" counts as enabled: a typo must not
 		// switch protection off.
 		res.Enabled = true
 	}
 	if err != nil {
-		return block(ReasonInvalidAnnotation, "%v; nothing was changed", oneLine(err))
+		return block(ReasonInvalidAnnotation, "%v; the last good settings stay in force", oneLine(err))
 	}
 	if !pol.Enabled {
 		return res, nil
 	}
+	resources, err := r.sidecarResources(ctx, fe, pol)
+	if err != nil {
+		return block(ReasonInvalidAnnotation, "%v; the last good settings stay in force", oneLine(err))
+	}
 	spec := sidecarSpec{
-		Ingress:    ing.Name,
+		Ingress:    fe.Name,
 		Policy:     pol,
 		PathPrefix: r.file.Defaults.PathPrefix,
 		Image:      r.image,
-		Resources:  r.file.Defaults.Sidecar.Resources,
+		Resources:  resources,
 		MountPath:  SecretMountPath,
 	}
 	var prov *Provider
 	if pol.ProviderSecret != "" {
 		var s corev1.Secret
-		err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: pol.ProviderSecret}, &s)
+		err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: pol.ProviderSecret}, &s)
 		if apierrors.IsNotFound(err) {
-			return block(ReasonUnknownProvider, "%s: Secret %q not found in namespace %s", AnnProviderSecret, pol.ProviderSecret, ing.Namespace)
+			return block(ReasonUnknownProvider, "%s: Secret %q not found in namespace %s", AnnProviderSecret, pol.ProviderSecret, fe.Namespace)
 		}
 		if err != nil {
 			return res, fmt.Errorf("read provider secret: %w", err)
@@ -110,7 +122,7 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 		}
 		if _, ok := s.Data[ProviderSecretClientSecret]; ok {
 			spec.HasClientSecret = true
-			res.clientSecretRef = &secretRef{ing.Namespace, pol.ProviderSecret, ProviderSecretClientSecret}
+			res.clientSecretRef = &secretRef{fe.Namespace, pol.ProviderSecret, ProviderSecretClientSecret}
 		}
 		spec.Scopes = []string{"openid", "email", "profile"}
 		if def, ok := r.file.Provider(r.file.Defaults.Provider); ok && def.GroupsClaim != "" {
@@ -128,8 +140,8 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 			}
 			return block(ReasonUnknownProvider, "provider %q is not configured (known: %s)", name, strings.Join(r.providerNames(), ", "))
 		}
-		if !p.Allows(ing.Namespace) {
-			return block(ReasonUnknownProvider, "provider %q may not be used from namespace %s", name, ing.Namespace)
+		if !p.Allows(fe.Namespace) {
+			return block(ReasonUnknownProvider, "provider %q may not be used from namespace %s", name, fe.Namespace)
 		}
 		prov = p
 		spec.IssuerURL, spec.ClientID = p.IssuerURL, p.ClientID
@@ -159,33 +171,45 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 		}
 	}
 
-	spec.Hosts, spec.Secure = hosts(ing)
-	if len(spec.Hosts) == 0 {
-		return block(ReasonNoHost, "the Ingress has no host; Gatehouse builds the login callback URL from spec.rules[].host, so add one")
+	if len(fe.Hosts) == 0 {
+		return block(ReasonNoHost, "the %s has no host; Gatehouse builds the login callback URL from its hosts, so add one", fe.Kind)
 	}
-	if !spec.Secure {
+	var plain []string
+	for _, h := range fe.Hosts {
+		spec.Origins = append(spec.Origins, h.origin())
+		if h.Scheme != SchemeHTTPS {
+			plain = append(plain, h.Host)
+		}
+	}
+	if len(plain) > 0 {
 		res.Problems = append(res.Problems, problem{ReasonInsecureHost, fmt.Sprintf(
-			"not every host is listed under spec.tls, so the sidecar uses http:// callbacks and cookies without Secure; add TLS for %s", strings.Join(spec.Hosts, ", "))})
+			"%s served over plain http (not under spec.tls, and no %s: https), so the sidecar uses http:// callbacks and cookies without Secure; add TLS, or set %s: https when TLS ends before the Ingress", strings.Join(plain, ", "), AnnExternalScheme, AnnExternalScheme)})
 	}
 	if err := spec.validate(); err != nil {
-		return block(ReasonInvalidAnnotation, "the sidecar would refuse this configuration: %s; nothing was changed", oneLine(err))
+		return block(ReasonInvalidAnnotation, "the sidecar would refuse this configuration: %s; the last good settings stay in force", oneLine(err))
 	}
 	res.Spec = spec
+	return res, nil
+}
 
-	for _, sb := range serviceBackends(ing) {
+// backends finds fe's Services and the named target ports the sidecar
+// takes over; a missing Service or a numeric target port is a problem,
+// not a refusal.
+func (r *resolver) backends(ctx context.Context, fe frontend, res *resolved) error {
+	for _, sb := range fe.Backends {
 		var svc corev1.Service
-		err := r.reader.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: sb.Name}, &svc)
+		err := r.reader.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: sb.Name}, &svc)
 		if apierrors.IsNotFound(err) {
 			res.Problems = append(res.Problems, problem{ReasonNumericTargetPort, fmt.Sprintf("backend Service %q not found", sb.Name)})
 			continue
 		}
 		if err != nil {
-			return res, fmt.Errorf("read service: %w", err)
+			return fmt.Errorf("read service: %w", err)
 		}
-		name, ok := targetPortName(&svc, sb.Port)
+		name, ok := targetPortName(&svc, sb)
 		if !ok {
 			res.Problems = append(res.Problems, problem{ReasonNumericTargetPort, fmt.Sprintf(
-				"Service %q: the port the Ingress uses has a numeric targetPort, so Gatehouse cannot take it over; name the container port and set targetPort to that name (nothing was injected)", svc.Name)})
+				"Service %q: the port the %s uses has a numeric targetPort, so Gatehouse cannot take it over; name the container port and set targetPort to that name (nothing was injected)", svc.Name, fe.Kind)})
 			continue
 		}
 		if slices.ContainsFunc(res.Backends, func(b backend) bool { return b.Service.Name == svc.Name && b.PortName == name }) {
@@ -193,7 +217,7 @@ func (r *resolver) resolve(ctx context.Context, ing *networkingv1.Ingress) (reso
 		}
 		res.Backends = append(res.Backends, backend{Service: svc.DeepCopy(), PortName: name})
 	}
-	return res, nil
+	return nil
 }
 
 func (r *resolver) providerNames() []string {
@@ -204,59 +228,11 @@ func (r *resolver) providerNames() []string {
 	return names
 }
 
-// hosts returns the Ingress's hosts, sorted, and whether every one is
-// covered by spec.tls.
-func hosts(ing *networkingv1.Ingress) ([]string, bool) {
-	set := map[string]bool{}
-	for _, rule := range ing.Spec.Rules {
-		if rule.Host != "" && !strings.Contains(rule.Host, "*") {
-			set[strings.ToLower(rule.Host)] = true
-		}
-	}
-	tls := map[string]bool{}
-	for _, t := range ing.Spec.TLS {
-		for _, h := range t.Hosts {
-			tls[strings.ToLower(h)] = true
-		}
-	}
-	var out []string
-	secure := true
-	for h := range set {
-		out = append(out, h)
-		if !tls[h] {
-			secure = false
-		}
-	}
-	sort.Strings(out)
-	return out, secure && len(out) > 0
-}
-
-// serviceBackends lists every Service backend: the default backend and
-// every path of every rule.
-func serviceBackends(ing *networkingv1.Ingress) []networkingv1.IngressServiceBackend {
-	var out []networkingv1.IngressServiceBackend
-	add := func(b *networkingv1.IngressBackend) {
-		if b != nil && b.Service != nil {
-			out = append(out, *b.Service)
-		}
-	}
-	add(ing.Spec.DefaultBackend)
-	for _, rule := range ing.Spec.Rules {
-		if rule.HTTP == nil {
-			continue
-		}
-		for _, p := range rule.HTTP.Paths {
-			add(&p.Backend)
-		}
-	}
-	return out
-}
-
-// targetPortName finds the Service port an Ingress backend refers to and
+// targetPortName finds the Service port a front door refers to and
 // returns its targetPort name; false when the target port is a number.
-func targetPortName(svc *corev1.Service, want networkingv1.ServiceBackendPort) (string, bool) {
+func targetPortName(svc *corev1.Service, want serviceRef) (string, bool) {
 	for _, p := range svc.Spec.Ports {
-		if (want.Name != "" && p.Name == want.Name) || (want.Name == "" && p.Port == want.Number) {
+		if (want.PortName != "" && p.Name == want.PortName) || (want.PortName == "" && p.Port == want.PortNumber) {
 			if p.TargetPort.Type == intstr.String && p.TargetPort.StrVal != "" {
 				return p.TargetPort.StrVal, true
 			}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -17,32 +18,46 @@ import (
 	"github.com/gatehouse-dev/gatehouse/proxy"
 )
 
-// sidecarUID is the distroless "nonroot" user the image runs as.
-const sidecarUID = 65532
-
-// sidecarSpec is everything that decides one Ingress's sidecar. It is built
-// by the reconciler and the webhook from the same inputs, so both agree.
+// sidecarSpec is everything that decides one app's sidecar. It is built by
+// the reconciler and the webhook from the same inputs, so both agree, and it
+// is kept as JSON in the per-Ingress Secret as the last good spec.
 type sidecarSpec struct {
-	Ingress         string // name, in the Pod's namespace
+	// Ingress names the Ingress whose Secret the sidecar mounts, in the
+	// Pod's namespace; with several Ingresses in front of one app, the
+	// oldest one that has a Secret.
+	Ingress         string
 	Policy          Policy
 	IssuerURL       string
 	ClientID        string
 	HasClientSecret bool
 	Scopes          []string
 	GroupsClaim     string
-	// LogoutRedirect is empty for the proxy's default. Fields added after
-	// the first release are omitempty, so that hash stays the same for Pods
-	// that do not use them and a controller upgrade replaces no Pods.
+	// LogoutRedirect is empty for the proxy's default.
 	LogoutRedirect   string `json:",omitempty"`
 	RedisURL         string // empty: cookie store
 	HasRedisPassword bool
-	Hosts            []string
-	Secure           bool // every host has TLS
-	PathPrefix       string
-	Image            string
-	Resources        corev1.ResourceRequirements
+	// Origins are the external scheme://host of every host the app is
+	// reached at, sorted: one --redirect-url each.
+	Origins    []string
+	PathPrefix string
+	// Image and Resources shape the container but not what it enforces:
+	// changing them replaces no Pod (new Pods get them, old ones are
+	// reported stale).
+	Image     string
+	Resources corev1.ResourceRequirements
 	// MountPath is where the Secret's files are; SecretMountPath in Pods.
 	MountPath string
+}
+
+// secure reports whether every origin is https, which is what Secure (and
+// __Host-) cookies need.
+func (s sidecarSpec) secure() bool {
+	for _, o := range s.Origins {
+		if !strings.HasPrefix(o, "https://") {
+			return false
+		}
+	}
+	return len(s.Origins) > 0
 }
 
 // secretName is the per-Ingress Secret's name.
@@ -69,15 +84,11 @@ func (s sidecarSpec) proxyConfig(appPort, listen, metrics int32) proxy.Config {
 	if s.HasClientSecret {
 		c.ClientSecretFile = path.Join(s.MountPath, SecretKeyClientSecret)
 	}
-	scheme := "https"
-	if !s.Secure {
-		scheme = "http"
-	}
-	for _, h := range s.Hosts {
-		c.RedirectURLs = append(c.RedirectURLs, scheme+"://"+h+s.PathPrefix+"/callback")
+	for _, o := range s.Origins {
+		c.RedirectURLs = append(c.RedirectURLs, o+s.PathPrefix+"/callback")
 	}
 	c.CookieSecretFile = path.Join(s.MountPath, SecretKeyCookie)
-	c.CookieSecure = s.Secure
+	c.CookieSecure = s.secure()
 	if len(s.Scopes) > 0 {
 		c.Scopes = strings.Join(s.Scopes, " ")
 	}
@@ -158,11 +169,12 @@ func sidecarFor(s sidecarSpec, portName string, appPort, listen, metrics int32) 
 			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromInt32(metrics)}},
 			PeriodSeconds: 10,
 		},
-		// The restricted Pod Security Standard, whatever the Pod says.
+		// The restricted Pod Security Standard, whatever the Pod says. No
+		// fixed user: the image runs as a numeric non-root user, and
+		// OpenShift's restricted SCC assigns its own from the namespace's
+		// range (a fixed runAsUser outside it is refused).
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](sidecarUID),
-			RunAsGroup:               ptr.To[int64](sidecarUID),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -247,15 +259,66 @@ func inject(pod *corev1.Pod, s sidecarSpec, portName string) bool {
 	return true
 }
 
-// hash identifies the sidecar configuration, ignoring ports chosen per
-// Pod, so that a changed provider or session store is noticed on rollout.
-// The live policy is not part of it: the sidecar reloads it.
+// hash identifies what the sidecar enforces, ignoring ports chosen per Pod,
+// the image and the resources, so that a changed provider, session store or
+// host is noticed on rollout while an upgrade of Gatehouse is not. The live
+// policy is not part of it either: the sidecar reloads it.
 func (s sidecarSpec) hash() string {
-	x := s
-	x.Policy = Policy{PassAccessToken: s.Policy.PassAccessToken}
-	b, _ := json.Marshal(x)
+	b, _ := json.Marshal(struct {
+		Ingress, IssuerURL, ClientID, GroupsClaim, LogoutRedirect, RedisURL, PathPrefix, MountPath string
+		HasClientSecret, HasRedisPassword, PassAccessToken                                         bool
+		Scopes, Origins                                                                            []string
+	}{
+		s.Ingress, s.IssuerURL, s.ClientID, s.GroupsClaim, s.LogoutRedirect, s.RedisURL, s.PathPrefix, s.MountPath,
+		s.HasClientSecret, s.HasRedisPassword, s.Policy.PassAccessToken,
+		s.Scopes, s.Origins,
+	})
 	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:8])
+	return "v2-" + hex.EncodeToString(sum[:8])
+}
+
+// podSidecar is the state of a Pod's Gatehouse sidecar against a spec.
+type podSidecar int
+
+const (
+	sidecarMissing  podSidecar = iota // no Gatehouse sidecar
+	sidecarOutdated                   // enforces something else: replace the Pod
+	sidecarStale                      // enforces the spec, older image or resources: report only
+	sidecarCurrent
+)
+
+// compare tells how pod's sidecar stands against s. Enforcement is
+// matched by the config-hash annotation, or, for Pods injected by an older
+// release that hashed differently, by the sidecar's command line with its
+// per-Pod addresses left out and the Secret it mounts.
+func (s sidecarSpec) compare(pod *corev1.Pod) podSidecar {
+	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName })
+	if i < 0 {
+		return sidecarMissing
+	}
+	c := &pod.Spec.InitContainers[i]
+	if pod.Annotations[PodAnnConfigHash] != s.hash() && !s.sameCommand(pod, c) {
+		return sidecarOutdated
+	}
+	if c.Image != s.Image || !equality.Semantic.DeepEqual(c.Resources, s.Resources) {
+		return sidecarStale
+	}
+	return sidecarCurrent
+}
+
+// sameCommand reports whether c runs the sidecar s would render, apart
+// from the addresses chosen per Pod, mounting the same Secret.
+func (s sidecarSpec) sameCommand(pod *corev1.Pod, c *corev1.Container) bool {
+	if pod.Annotations[PodAnnIngress] != s.Ingress {
+		return false
+	}
+	perPod := func(args []string) []string {
+		return slices.DeleteFunc(slices.Clone(args), func(a string) bool {
+			return strings.HasPrefix(a, "--listen-address=") || strings.HasPrefix(a, "--metrics-address=") || strings.HasPrefix(a, "--upstream=")
+		})
+	}
+	want := append([]string{"proxy"}, s.proxyConfig(0, 0, 0).Args()...)
+	return slices.Equal(perPod(c.Args), perPod(want))
 }
 
 func freePort(want int32, used map[int32]bool) int32 {

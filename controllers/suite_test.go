@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admissionregistration/v1"
@@ -29,6 +30,9 @@ import (
 var (
 	k8s       client.Client
 	managerNS = "gatehouse-system"
+	// webhookConfiguration is the MutatingWebhookConfiguration the
+	// controller keeps current.
+	webhookConfiguration string
 )
 
 const (
@@ -116,6 +120,7 @@ defaults:
   provider: default
   sidecar:
     resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}
+    resourceBounds: {max: {memory: 512Mi}}
 `, "https://login.example.com", idp.URL)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -125,8 +130,11 @@ defaults:
 	ccfg.ConfigFile = "unused"
 	ccfg.SidecarImage = sidecarImage
 	ccfg.WebhookConfiguration = webhooks[0].Name
+	webhookConfiguration = webhooks[0].Name
 	ccfg.Namespace = managerNS
 	ccfg.LeaderElect = false
+	// A retired Ingress's Secret goes soon after no Pod mounts it.
+	ccfg.SecretRetention = 2 * time.Second
 	ccfg.MetricsAddress = "127.0.0.1:0"
 	ccfg.HealthAddress = "127.0.0.1:0"
 	wio := cp.Env.WebhookInstallOptions
@@ -149,6 +157,13 @@ defaults:
 		return 1
 	}
 	return m.Run()
+}
+
+// matchConditions are the chart's: host-network Pods and Pods without a
+// named container port never reach the webhook.
+var matchConditions = []admissionv1.MatchCondition{
+	{Name: "not-host-network", Expression: "!has(object.spec.hostNetwork) || !object.spec.hostNetwork"},
+	{Name: "has-named-port", Expression: "object.spec.containers.exists(c, has(c.ports) && c.ports.exists(p, has(p.name) && p.name != ''))"},
 }
 
 // scopedWebhooks loads the generated webhook configuration and scopes it
@@ -175,7 +190,10 @@ func scopedWebhooks(path string) ([]*admissionv1.MutatingWebhookConfiguration, e
 				// An exclusion of the chart's webhook.namespaceSelector
 				// kind, which only the configuration knows.
 				{Key: extraScopeLabel, Operator: metav1.LabelSelectorOpNotIn, Values: []string{"outside"}},
+				// The chart's placeholder; the controller keeps it current.
+				{Key: controllers.NamespaceNameLabel, Operator: metav1.LabelSelectorOpIn, Values: []string{controllers.NoNamespace}},
 			}}
+			wh.Webhooks[i].MatchConditions = matchConditions
 		}
 		out = append(out, &wh)
 	}

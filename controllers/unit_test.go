@@ -172,7 +172,7 @@ func testSpec(mount string) sidecarSpec {
 			SkipAuthPaths: []string{"^/healthz$"}, PassAccessToken: true, Rollout: RolloutAuto},
 		IssuerURL: "https://login.example.com", ClientID: "gatehouse", HasClientSecret: true,
 		Scopes: []string{"openid", "email", "profile"}, GroupsClaim: "groups",
-		Hosts: []string{"shop.example.com", "www.shop.example.com"}, Secure: true, PathPrefix: "/_gatehouse",
+		Origins: []string{"https://shop.example.com", "https://www.shop.example.com"}, PathPrefix: "/_gatehouse",
 		Image: "ghcr.io/gatehouse-dev/gatehouse:v1.0.0",
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
@@ -252,7 +252,7 @@ func TestSidecarContract(t *testing.T) {
 		"as is":         func(*sidecarSpec) {},
 		"public client": func(s *sidecarSpec) { s.HasClientSecret = false },
 		"redis":         func(s *sidecarSpec) { s.RedisURL = "redis://redis.gatehouse:6379/0"; s.HasRedisPassword = true },
-		"one host http": func(s *sidecarSpec) { s.Hosts = []string{"dev.example.com"}; s.Secure = false },
+		"one host http": func(s *sidecarSpec) { s.Origins = []string{"http://dev.example.com"} },
 		"no policy":     func(s *sidecarSpec) { s.Policy = Policy{Enabled: true} },
 	}
 	for name, edit := range variants {
@@ -290,7 +290,7 @@ func TestSidecarContract(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the proxy refuses the controller's arguments %q: %v", c.Args, err)
 			}
-			if cfg.Upstream != "http://127.0.0.1:8080" || len(cfg.RedirectURLs) != len(spec.Hosts) {
+			if cfg.Upstream != "http://127.0.0.1:8080" || len(cfg.RedirectURLs) != len(spec.Origins) {
 				t.Errorf("config %+v", cfg)
 			}
 			got := cfg.PolicySpec()

@@ -1,0 +1,222 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+// NamespaceNameLabel is the label the API server sets on every Namespace
+// to its name.
+const NamespaceNameLabel = "kubernetes.io/metadata.name"
+
+// NoNamespace is the value the webhook's namespace-name requirement holds
+// when no namespace is protected: a valid label value that no namespace
+// name can be (In needs at least one value).
+const NoNamespace = "gatehouse_none"
+
+// scopeDrift is how often the webhook's scope is compared with the
+// configuration without a change in the cluster: a helm upgrade or a
+// GitOps sync may have put the chart's placeholder back.
+const scopeDrift = time.Minute
+
+// scopeKeeper keeps the webhook's blast radius small: the fail-closed
+// webhook sees only namespaces that have an enabled Ingress or the label
+// gatehouse.dev/injection=enabled. It owns one requirement of its webhook
+// configuration's namespaceSelector, kubernetes.io/metadata.name In
+// [...], and leaves every other requirement (the chart's exclusions) as it
+// is. A Pod that starts in a newly protected namespace before the
+// requirement catches up starts plain; the rollout replaces it.
+type scopeKeeper struct {
+	reader      client.Reader // cached: Ingresses, Namespaces
+	apiReader   client.Reader // the webhook configuration, by name
+	writer      client.Client
+	webhookName string
+	namespace   string // the controller's own
+	log         logr.Logger
+
+	mu sync.Mutex // guards others
+	// others is the namespaceSelector without the owned requirement, as
+	// last read; nil before the first read.
+	others *metav1.LabelSelector
+}
+
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;patch
+
+// Reconcile brings the namespace-name requirement up to date; the request
+// is always the same one.
+func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.Result, error) {
+	if k.webhookName == "" {
+		return ctrl.Result{}, nil
+	}
+	var ings networkingv1.IngressList
+	if err := k.reader.List(ctx, &ings, client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, err
+	}
+	var nss corev1.NamespaceList
+	if err := k.reader.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
+		return ctrl.Result{}, err
+	}
+	want := protectedNamespaces(ings.Items, nss.Items, k.namespace)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var wh admissionv1.MutatingWebhookConfiguration
+		if err := k.apiReader.Get(ctx, client.ObjectKey{Name: k.webhookName}, &wh); err != nil {
+			return fmt.Errorf("read MutatingWebhookConfiguration %s: %w", k.webhookName, err)
+		}
+		orig := wh.DeepCopy()
+		changed := false
+		for i := range wh.Webhooks {
+			if wh.Webhooks[i].Name != WebhookName {
+				continue
+			}
+			if wh.Webhooks[i].NamespaceSelector == nil {
+				wh.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{}
+			}
+			others := setNamespaceNames(wh.Webhooks[i].NamespaceSelector, want)
+			changed = changed || others.changed
+			k.mu.Lock()
+			k.others = others.rest
+			k.mu.Unlock()
+		}
+		if !changed {
+			return nil
+		}
+		if err := k.writer.Patch(ctx, &wh, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
+		ctrl.LoggerFrom(ctx).Info("Webhook scope updated", "webhook", k.webhookName, "namespaces", len(want))
+		return nil
+	})
+	if err != nil {
+		return ctrl.Result{}, fmt.Errorf("update the namespaceSelector of %s: %w", k.webhookName, err)
+	}
+	return ctrl.Result{RequeueAfter: scopeDrift}, nil
+}
+
+// protectedNamespaces lists, sorted, the namespaces the webhook must see:
+// those with an Ingress whose gatehouse.dev/enabled is set and not false
+// (an unreadable value counts as enabled, as everywhere), and those
+// labelled gatehouse.dev/injection=enabled; never kube-system, the
+// controller's own, or one labelled gatehouse.dev/injection=disabled.
+func protectedNamespaces(ings []networkingv1.Ingress, nss []corev1.Namespace, own string) []string {
+	set := map[string]bool{}
+	for i := range ings {
+		v, ok := ings[i].Annotations[AnnEnabled]
+		if !ok {
+			continue
+		}
+		if b, err := strconv.ParseBool(v); err == nil && !b {
+			continue
+		}
+		set[ings[i].Namespace] = true
+	}
+	disabled := map[string]bool{"kube-system": true, own: true}
+	for i := range nss {
+		switch nss[i].Labels[NamespaceInjectionLabel] {
+		case "enabled":
+			set[nss[i].Name] = true
+		case "disabled":
+			disabled[nss[i].Name] = true
+		}
+	}
+	var out []string
+	for ns := range set {
+		if !disabled[ns] {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+type selectorUpdate struct {
+	changed bool
+	rest    *metav1.LabelSelector
+}
+
+// setNamespaceNames makes sel's kubernetes.io/metadata.name In
+// requirement list exactly names (NoNamespace when there are none),
+// adding the requirement when it is missing. It returns whether sel
+// changed, and sel without that requirement.
+func setNamespaceNames(sel *metav1.LabelSelector, names []string) selectorUpdate {
+	values := names
+	if len(values) == 0 {
+		values = []string{NoNamespace}
+	}
+	rest := sel.DeepCopy()
+	rest.MatchExpressions = slices.DeleteFunc(rest.MatchExpressions, ownedRequirement)
+	i := slices.IndexFunc(sel.MatchExpressions, ownedRequirement)
+	if i < 0 {
+		sel.MatchExpressions = append(sel.MatchExpressions, metav1.LabelSelectorRequirement{
+			Key: NamespaceNameLabel, Operator: metav1.LabelSelectorOpIn, Values: values,
+		})
+		return selectorUpdate{changed: true, rest: rest}
+	}
+	if slices.Equal(sel.MatchExpressions[i].Values, values) {
+		return selectorUpdate{rest: rest}
+	}
+	sel.MatchExpressions[i].Values = values
+	return selectorUpdate{changed: true, rest: rest}
+}
+
+func ownedRequirement(r metav1.LabelSelectorRequirement) bool {
+	return r.Key == NamespaceNameLabel && r.Operator == metav1.LabelSelectorOpIn
+}
+
+// excludes reports whether the webhook can never see namespace ns, so its
+// Pods cannot be protected (and must not be evicted for it): kube-system,
+// the controller's own namespace, the opt-out label, and whatever the rest
+// of the webhook configuration's namespaceSelector leaves out (the chart's
+// extra exclusions).
+func (k *scopeKeeper) excludes(ctx context.Context, ns string) bool {
+	if ns == "kube-system" || ns == k.namespace {
+		return true
+	}
+	var n corev1.Namespace
+	if err := k.reader.Get(ctx, client.ObjectKey{Name: ns}, &n); err != nil {
+		return false
+	}
+	if n.Labels[NamespaceInjectionLabel] == "disabled" {
+		return true
+	}
+	k.mu.Lock()
+	others := k.others
+	k.mu.Unlock()
+	if others == nil {
+		return false
+	}
+	sel, err := metav1.LabelSelectorAsSelector(others)
+	if err != nil {
+		return false
+	}
+	return !sel.Matches(labels.Set(n.Labels))
+}
+
+// SetupWithManager registers the keeper: any Ingress or Namespace change
+// asks for the one request.
+func (k *scopeKeeper) SetupWithManager(mgr ctrl.Manager) error {
+	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "webhook-scope"}}}
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("webhook-scope").
+		Watches(&networkingv1.Ingress{}, one).
+		Watches(&corev1.Namespace{}, one).
+		Complete(k)
+}
