@@ -17,3 +17,8 @@ func runController(context.Context, []string, func(string) (string, bool), io.Wr
 func runWebhookCheck(context.Context, []string, func(string) (string, bool), io.Writer) error {
 	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run webhook-check with the gatehouse binary of the same image", errUsage)
 }
+
+// runStatus is not part of the sidecar build.
+func runStatus(context.Context, []string, func(string) (string, bool), io.Writer) error {
+	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run status with the gatehouse binary", errUsage)
+}

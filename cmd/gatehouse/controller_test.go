@@ -4,6 +4,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -45,5 +46,29 @@ func TestControllerWebhookURLErrors(t *testing.T) {
 		if exitCode(err) != 2 || !strings.Contains(err.Error(), "--webhook-url") {
 			t.Errorf("%v: err %v (exit %d), want a usage error naming --webhook-url", tc.args, err, exitCode(err))
 		}
+	}
+}
+
+func TestStatusFlagsErrors(t *testing.T) {
+	t.Parallel()
+	env := func(string) (string, bool) { return "", false }
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"two names", []string{"status", "a", "b"}, "at most one Ingress name"},
+		{"all with a namespace", []string{"status", "-A", "-n", "shop"}, "--all-namespaces"},
+		{"missing kubeconfig", []string{"status", "--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var out bytes.Buffer
+			err := run(t.Context(), tc.args, env, &out, &out)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("run(%q) = %v; want a usage error naming %s", tc.args, err, tc.want)
+			}
+		})
 	}
 }
