@@ -48,7 +48,7 @@ func TestAnnotationDocsComplete(t *testing.T) {
 		}
 	}
 	known := []string{AnnEnabled, AnnProvider, AnnProviderSecret, AnnAllowedGroups, AnnAllowedEmails, AnnAllowedEmailDomains,
-		AnnSkipAuthPaths, AnnSessionStore, AnnScopes, AnnPassAccessToken, AnnRollout}
+		AnnSkipAuthPaths, AnnSessionStore, AnnScopes, AnnPassAccessToken, AnnRollout, AnnExternalScheme, AnnSidecarResources}
 	if len(known) != len(annotationDocs) {
 		t.Errorf("%d annotations known, %d documented", len(known), len(annotationDocs))
 	}

@@ -27,6 +27,8 @@ var annotationDocs = []annotationDoc{
 	{AnnScopes, "the provider's", "space- or comma-separated OAuth scopes; must include `openid`"},
 	{AnnPassAccessToken, "`false`", "also send `Authorization: Bearer <access token>` to the app"},
 	{AnnRollout, "`auto`", "`auto` replaces existing Pods one at a time (PodDisruptionBudgets honoured); `manual` only reports them"},
+	{AnnExternalScheme, "from `spec.tls`", "`https` or `http` for every host, when TLS ends outside the Ingress (a cloud load balancer's certificate)"},
+	{AnnSidecarResources, "the Namespace's, else the chart's", "the sidecar's resources, e.g. `requests.memory=48Mi,limits.memory=128Mi` (keys `requests.cpu`, `requests.memory`, `limits.cpu`, `limits.memory`), within the chart's `defaults.sidecar.resourceBounds`; on a Namespace, the default for its Ingresses"},
 }
 
 // AnnotationReference renders the annotation reference as Markdown.
