@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"encoding/json"
-	"html/template"
+	"html"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 )
 
 // page is what the HTML template shows.
@@ -23,13 +26,19 @@ type form struct {
 	Button string
 }
 
-var pageTemplate = template.Must(template.New("page").Parse(`<!doctype html>
+// The page is assembled with html.EscapeString rather than html/template:
+// the template package's reflection (MethodByName) keeps every exported
+// method of every type in the binary, about 8 MB of the sidecar, and the
+// page has only a handful of fields, all text or attribute values.
+const (
+	pageHead = `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="robots" content="noindex">
-<title>{{.Title}}</title>
+<title>`
+	pageStyle = `</title>
 <style>
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f6f7f9;color:#1d2330;margin:0}
 main{max-width:34rem;margin:12vh auto;padding:2rem 2.25rem;background:#fff;border-radius:12px;box-shadow:0 1px 3px rgba(0,0,0,.08),0 8px 24px rgba(0,0,0,.06)}
@@ -41,15 +50,44 @@ small{color:#6b7385}
 </head>
 <body>
 <main>
-<h1>{{.Title}}</h1>
-<p>{{.Message}}</p>
-{{if .Form}}<form method="post" action="{{.Form.Action}}"><button type="submit">{{.Form.Button}}</button></form>{{end}}
-{{if .Action}}<p><a class="button" href="{{.Action}}">{{.ActionTxt}}</a></p>{{end}}
-{{if .RequestID}}<p><small>Request ID {{.RequestID}} &middot; HTTP {{.Status}}</small></p>{{end}}
-</main>
+<h1>`
+	pageTail = `</main>
 </body>
 </html>
-`))
+`
+)
+
+// render returns p as an HTML document. Every value is escaped for HTML
+// text or a quoted attribute; link and form targets are used only when they
+// are paths on this site (one leading slash), as the proxy builds them.
+func (p page) render() string {
+	var b strings.Builder
+	esc := html.EscapeString
+	b.WriteString(pageHead)
+	b.WriteString(esc(p.Title))
+	b.WriteString(pageStyle)
+	b.WriteString(esc(p.Title))
+	b.WriteString("</h1>\n<p>")
+	b.WriteString(esc(p.Message))
+	b.WriteString("</p>\n")
+	if p.Form != nil && sitePath(p.Form.Action) {
+		b.WriteString(`<form method="post" action="` + esc(p.Form.Action) + `"><button type="submit">` + esc(p.Form.Button) + "</button></form>\n")
+	}
+	if p.Action != "" && sitePath(p.Action) {
+		b.WriteString(`<p><a class="button" href="` + esc(p.Action) + `">` + esc(p.ActionTxt) + "</a></p>\n")
+	}
+	if p.RequestID != "" {
+		b.WriteString("<p><small>Request ID " + esc(p.RequestID) + " &middot; HTTP " + strconv.Itoa(p.Status) + "</small></p>\n")
+	}
+	b.WriteString(pageTail)
+	return b.String()
+}
+
+// sitePath reports whether target is a path on this site: one leading
+// slash, then neither a slash nor a backslash.
+func sitePath(target string) bool {
+	return len(target) > 0 && target[0] == '/' && (len(target) == 1 || (target[1] != '/' && target[1] != '\\'))
+}
 
 // writePage renders p as HTML with status p.Status.
 func writePage(w http.ResponseWriter, p page) {
@@ -59,7 +97,7 @@ func writePage(w http.ResponseWriter, p page) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
 	w.WriteHeader(p.Status)
-	_ = pageTemplate.Execute(w, p)
+	_, _ = io.WriteString(w, p.render())
 }
 
 // writeJSON writes v as JSON with status.
