@@ -45,6 +45,7 @@ type Config struct {
 	CookieSecure          bool
 	SessionStore          string
 	RedisURL              string
+	RedisClientCache      bool
 	Scopes                string
 	AllowedEmails         []string
 	AllowedEmailDomains   []string
@@ -78,17 +79,18 @@ type Config struct {
 // DefaultConfig returns the defaults of DESIGN.md "The proxy contract".
 func DefaultConfig() Config {
 	return Config{
-		ListenAddress:   ":4180",
-		CookieSecure:    true,
-		SessionStore:    StoreCookie,
-		Scopes:          "openid email profile",
-		GroupsClaim:     "groups",
-		PathPrefix:      "/_gatehouse",
-		MetricsAddress:  ":9090",
-		SessionLifetime: 12 * time.Hour,
-		LogoutRedirect:  LogoutLocal,
-		ShutdownTimeout: 20 * time.Second,
-		LogLevel:        "info",
+		ListenAddress:    ":4180",
+		CookieSecure:     true,
+		SessionStore:     StoreCookie,
+		RedisClientCache: true,
+		Scopes:           "openid email profile",
+		GroupsClaim:      "groups",
+		PathPrefix:       "/_gatehouse",
+		MetricsAddress:   ":9090",
+		SessionLifetime:  12 * time.Hour,
+		LogoutRedirect:   LogoutLocal,
+		ShutdownTimeout:  20 * time.Second,
+		LogLevel:         "info",
 	}
 }
 
@@ -105,6 +107,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&boolValue{p: &c.CookieSecure}, "cookie-secure", "mark cookies Secure; turn off only for plain-HTTP local development")
 	fs.StringVar(&c.SessionStore, "session-store", c.SessionStore, "`kind` of session store: cookie (encrypted cookie) or redis (opaque id in the cookie, tokens server side)")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis:// or rediss:// `URL` of the shared session store; add ?master_name=NAME&addr=HOST:PORT for Sentinel, ?cluster=true&addr=HOST:PORT for Cluster; the password may come from GATEHOUSE_REDIS_PASSWORD")
+	fs.Var(&boolValue{p: &c.RedisClientCache}, "redis-client-cache", "keep session records in memory between requests, invalidated by Redis itself on every replica when any replica changes or deletes them (server-assisted client-side caching, RESP3 CLIENT TRACKING); off reads Redis on every request")
 	fs.StringVar(&c.Scopes, "scopes", c.Scopes, "space-separated OAuth `scopes`; must include openid")
 	fs.Var(&commaValue{p: &c.AllowedEmails}, "allowed-emails", "comma-separated `emails` allowed in; empty admits any authenticated user")
 	fs.Var(&commaValue{p: &c.AllowedEmailDomains}, "allowed-email-domains", "comma-separated email `domains` allowed in (exact match, no subdomains)")

@@ -63,6 +63,9 @@ type Server struct {
 	// setCodecs installs codecs derived from a new cookie secret file.
 	setCodecs  func(session, login []securecookie.Codec)
 	closeStore func() error
+	// runStore runs the store's background work (the Redis client-side
+	// cache's tracking connections) until its context ends.
+	runStore func(context.Context)
 	// bodyReadTimeout is bodyReadTimeout; tests shorten it.
 	bodyReadTimeout time.Duration
 }
@@ -138,13 +141,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		st := redisstore.New(redisstore.Options{
 			Client: client, CookieName: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs,
 			MaxLifetime: cfg.SessionLifetime, Now: deps.Now,
+			ClientCache: cfg.RedisClientCache, Log: deps.Log,
 		})
 		s.store = st
+		s.runStore = st.Run
 		s.closeStore = client.Close
 		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	default:
 		st := cookiestore.New(cookiestore.Options{Name: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs, Now: deps.Now})
 		s.store = st
+		s.runStore = func(context.Context) {}
 		s.closeStore = func() error { return nil }
 		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	}
@@ -355,6 +361,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		go s.watchFile(bg, s.cfg.ConfigFile, s.reloadPolicy)
 	}
 	go s.watchFile(bg, s.cfg.CookieSecretFile, s.reloadCookieSecrets)
+	go s.runStore(bg)
 	if f := s.cfg.ClientSecretFile; f != "" && f != PublicClient {
 		go s.watchFile(bg, f, s.reloadClientSecret)
 	}

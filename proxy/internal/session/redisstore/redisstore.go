@@ -18,6 +18,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,12 @@ type Options struct {
 	// MaxLifetime bounds index entries (--session-lifetime).
 	MaxLifetime time.Duration
 	Now         func() time.Time
+	// ClientCache keeps decoded records in memory, invalidated by Redis
+	// (server-assisted client-side caching); it takes effect while Run
+	// runs. Without it every Load reads Redis.
+	ClientCache bool
+	// Log receives the cache's state changes; nil discards them.
+	Log *slog.Logger
 }
 
 // Store is the Redis session store.
@@ -56,11 +63,14 @@ type Store struct {
 	opts   Options
 	codecs atomic.Pointer[[]securecookie.Codec]
 
-	// Caches that keep decryption off the common path; Redis is still
-	// read on every request, so a deleted record ends the session at once.
+	// Caches that keep decryption off the path of a read from Redis.
 	mu      sync.Mutex                  // guards refs and records
 	refs    map[string]cachedRef        // cookie value -> reference
 	records map[string]*session.Session // reference + sealed record -> session
+
+	// cache serves records without a round trip while Redis tracks them
+	// for this process; it never serves before Run has tracking on.
+	cache *recordCache
 }
 
 // maxCached bounds each cache; past it the cache starts afresh.
@@ -81,10 +91,23 @@ func New(opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = "gatehouse:"
 	}
-	s := &Store{opts: opts}
+	s := &Store{opts: opts, cache: newRecordCache()}
 	s.SetCodecs(opts.Codecs)
 	return s
 }
+
+// Run keeps the client-side cache's tracking connections until ctx ends;
+// without Options.ClientCache it returns at once. Reads are correct
+// whether or not it runs: the cache serves only while tracking is on.
+func (s *Store) Run(ctx context.Context) {
+	if !s.opts.ClientCache {
+		return
+	}
+	s.track(ctx)
+}
+
+// Caching reports whether the client-side cache currently serves reads.
+func (s *Store) Caching() bool { return s.cache.serving() }
 
 // SetCodecs replaces the cookie codecs (a rotated cookie secret).
 func (s *Store) SetCodecs(codecs []securecookie.Codec) {
@@ -188,7 +211,7 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess, err := s.get(r.Context(), rf)
+	sess, err := s.get(r.Context(), rf, true)
 	if err != nil {
 		return nil, err
 	}
@@ -196,11 +219,22 @@ func (s *Store) Load(r *http.Request) (*session.Session, error) {
 	return sess, nil
 }
 
-// get reads and decodes the record of rf: one Redis round trip.
-func (s *Store) get(ctx context.Context, rf ref) (*session.Session, error) {
+// get returns the record of rf: from the client-side cache when cached is
+// true and the cache holds it, else read from Redis (one round trip) and
+// decoded.
+func (s *Store) get(ctx context.Context, rf ref, cached bool) (*session.Session, error) {
+	key := s.recordKey(rf)
+	refStr := rf.String()
+	var t ticket
+	if cached {
+		var hit *session.Session
+		if hit, t = s.cache.get(key, refStr); hit != nil {
+			hit.Ref = refStr
+			return hit, nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
-	key := s.recordKey(rf)
 	sealed, err := s.opts.Client.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("%w: no record", session.ErrNotFound)
@@ -212,7 +246,11 @@ func (s *Store) get(ctx context.Context, rf ref) (*session.Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	sess.Ref = rf.String()
+	if cached {
+		kept := *sess
+		s.cache.put(t, key, refStr, &kept, len(sealed))
+	}
+	sess.Ref = refStr
 	return sess, nil
 }
 
@@ -268,6 +306,9 @@ func (s *Store) Save(w http.ResponseWriter, r *http.Request, sess *session.Sessi
 	if err != nil {
 		return fmt.Errorf("%w: save session: %w", session.ErrUnavailable, err)
 	}
+	// Redis pushes the change to every replica's cache; this one forgets
+	// it now, so that its own next read sees the write.
+	s.cache.invalidate(key)
 	if setXX != nil && !setXX.Val() {
 		return fmt.Errorf("%w: the session was ended while it was being updated", session.ErrNotFound)
 	}
@@ -300,7 +341,10 @@ func (s *Store) Delete(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	if err := s.opts.Client.Del(ctx, s.recordKey(rf)).Err(); err != nil {
+	key := s.recordKey(rf)
+	err = s.opts.Client.Del(ctx, key).Err()
+	s.cache.invalidate(key)
+	if err != nil {
 		return fmt.Errorf("%w: delete session: %w", session.ErrUnavailable, err)
 	}
 	return nil
@@ -331,6 +375,7 @@ func (s *Store) Revoke(ctx context.Context, sid, sub string, _ time.Time) error 
 			p.Del(ctx, ik)
 			return nil
 		})
+		s.cache.invalidate(members...)
 		if err != nil {
 			return fmt.Errorf("%w: delete sessions: %w", session.ErrUnavailable, err)
 		}
@@ -338,14 +383,16 @@ func (s *Store) Revoke(ctx context.Context, sid, sub string, _ time.Time) error 
 	return nil
 }
 
-// Reload reads the current record of sess (by its Ref), for a replica that
-// waited on another's refresh.
+// Reload reads the current record of sess (by its Ref) from Redis, for a
+// replica that waited on another's refresh. It bypasses the client-side
+// cache: the other replica's write may be younger than its invalidation
+// push, and a rotated refresh token must not be used twice.
 func (s *Store) Reload(ctx context.Context, sess *session.Session) (*session.Session, error) {
 	rf, ok := parseRef(sess.Ref)
 	if !ok {
 		return nil, session.ErrNotFound
 	}
-	return s.get(ctx, rf)
+	return s.get(ctx, rf, false)
 }
 
 // Lock takes a short cross-replica lock on the session (for refresh). It

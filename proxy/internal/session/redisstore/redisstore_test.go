@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,13 @@ import (
 
 func newStore(t *testing.T, url string, clock *sessiontest.Clock, secret string) *redisstore.Store {
 	t.Helper()
+	return newStoreWith(t, url, clock, secret, false)
+}
+
+// newStoreWith makes a store; with cache, its client-side cache runs until
+// the test ends.
+func newStoreWith(t testing.TB, url string, clock *sessiontest.Clock, secret string, cache bool) *redisstore.Store {
+	t.Helper()
 	client, err := redisstore.NewClient(url, "")
 	if err != nil {
 		t.Fatal(err)
@@ -29,27 +38,76 @@ func newStore(t *testing.T, url string, clock *sessiontest.Clock, secret string)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return redisstore.New(redisstore.Options{
+	st := redisstore.New(redisstore.Options{
 		Client: client, CookieName: "__Host-gatehouse", Secure: true, Codecs: codecs,
-		MaxLifetime: 12 * time.Hour, Now: clock.Now,
+		MaxLifetime: 12 * time.Hour, Now: clock.Now, ClientCache: cache,
 	})
+	if cache {
+		ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+		done := make(chan struct{})
+		go func() { defer close(done); st.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		waitCaching(t, st)
+	}
+	return st
+}
+
+// waitCaching polls until st's cache serves, so that a test exercises it.
+func waitCaching(t testing.TB, st *redisstore.Store) {
+	t.Helper()
+	poll(t, "the client-side cache to serve", func() bool { return st.Caching() })
+}
+
+// poll calls ok until it reports true, failing the test after 10s.
+func poll(t testing.TB, what string, ok func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waited 10s for %s", what)
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 func TestConformanceStandalone(t *testing.T) {
 	srv := redistest.Start(t)
-	sessiontest.Run(t, func(t *testing.T, clock *sessiontest.Clock, secret string) session.Store {
-		return newStore(t, srv.URL(), clock, secret)
-	})
+	for _, cache := range []bool{false, true} {
+		t.Run(cacheName(cache), func(t *testing.T) {
+			sessiontest.Run(t, func(t *testing.T, clock *sessiontest.Clock, secret string) session.Store {
+				return newStoreWith(t, srv.URL(), clock, secret, cache)
+			})
+		})
+	}
 }
 
 func TestConformanceCluster(t *testing.T) {
 	cluster := redistest.StartCluster(t)
-	sessiontest.Run(t, func(t *testing.T, clock *sessiontest.Clock, secret string) session.Store {
-		return newStore(t, cluster.URL(), clock, secret)
-	})
+	for _, cache := range []bool{false, true} {
+		t.Run(cacheName(cache), func(t *testing.T) {
+			sessiontest.Run(t, func(t *testing.T, clock *sessiontest.Clock, secret string) session.Store {
+				return newStoreWith(t, cluster.URL(), clock, secret, cache)
+			})
+		})
+	}
 	t.Run("RevokeAcrossSlots", func(t *testing.T) {
-		testRevoke(t, cluster.URL())
+		testRevoke(t, cluster.URL(), false)
 	})
+	t.Run("RevokeAcrossSlotsCached", func(t *testing.T) {
+		testRevoke(t, cluster.URL(), true)
+	})
+	t.Run("LogoutReachesOtherReplica", func(t *testing.T) {
+		testLogoutReachesOtherReplica(t, cluster.URL())
+	})
+}
+
+func cacheName(cache bool) string {
+	if cache {
+		return "ClientCache"
+	}
+	return "NoClientCache"
 }
 
 // TestDumpRevealsNoToken: every value in Redis is opaque; neither tokens
@@ -116,22 +174,38 @@ func TestCopiedCookieDeadAfterDelete(t *testing.T) {
 
 func TestRevoke(t *testing.T) {
 	srv := redistest.Start(t)
-	testRevoke(t, srv.URL())
+	for _, cache := range []bool{false, true} {
+		t.Run(cacheName(cache), func(t *testing.T) { testRevoke(t, srv.URL(), cache) })
+	}
 }
 
-func testRevoke(t *testing.T, url string) {
+// testRevoke: a back-channel logout received by one replica ends the
+// sessions on every replica. With the client-side cache, the other
+// replica learns it from Redis's push, which arrives after Revoke
+// returns: the test polls for it.
+func testRevoke(t *testing.T, url string, cache bool) {
 	clock := sessiontest.NewClock()
-	a := newStore(t, url, clock, "secret-a") // two replicas sharing Redis
-	b := newStore(t, url, clock, "secret-a")
+	a := newStoreWith(t, url, clock, "secret-a", cache) // two replicas sharing Redis
+	b := newStoreWith(t, url, clock, "secret-a", cache)
 	ann1 := sessiontest.Save(t, a, nil, sessiontest.Sample(clock.Now(), "ann"))
 	ann2 := sessiontest.Save(t, b, nil, sessiontest.Sample(clock.Now(), "ann"))
 	bob := sessiontest.Save(t, a, nil, sessiontest.Sample(clock.Now(), "bob"))
+	for _, r := range []*http.Request{ann1, ann2, bob} { // cached where caching
+		for _, st := range []*redisstore.Store{a, b} {
+			if _, err := st.Load(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	if err := b.Revoke(t.Context(), "sid-ann", "", clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	for name, r := range map[string]*http.Request{"ann on a": ann1, "ann on b": ann2} {
-		if _, err := a.Load(r); !errors.Is(err, session.ErrNotFound) {
-			t.Errorf("%s after revoking her sid: %v", name, err)
+	for name, r := range map[string]*http.Request{"ann's first session": ann1, "ann's second session": ann2} {
+		for stName, st := range map[string]*redisstore.Store{"a": a, "b": b} {
+			poll(t, name+" to be refused by "+stName+" after revoking her sid", func() bool {
+				_, err := st.Load(r)
+				return errors.Is(err, session.ErrNotFound)
+			})
 		}
 	}
 	if _, err := a.Load(bob); err != nil {
@@ -140,18 +214,182 @@ func testRevoke(t *testing.T, url string) {
 	if err := a.Revoke(t.Context(), "", "bob", clock.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Load(bob); !errors.Is(err, session.ErrNotFound) {
-		t.Errorf("bob after revoking his sub: %v", err)
+	poll(t, "bob to be refused by b after revoking his sub", func() bool {
+		_, err := b.Load(bob)
+		return errors.Is(err, session.ErrNotFound)
+	})
+}
+
+// TestLogoutReachesOtherReplica: a session that replica b serves from its
+// client-side cache is refused by b right after a logout on replica a, and
+// a refresh on a reaches b's cache too.
+func TestLogoutReachesOtherReplica(t *testing.T) {
+	srv := redistest.Start(t)
+	testLogoutReachesOtherReplica(t, srv.URL())
+}
+
+func testLogoutReachesOtherReplica(t *testing.T, url string) {
+	clock := sessiontest.NewClock()
+	a := newStoreWith(t, url, clock, "secret-a", true)
+	b := newStoreWith(t, url, clock, "secret-a", true)
+	req := sessiontest.Save(t, a, nil, sessiontest.Sample(clock.Now(), "ann"))
+	gets := getCalls(t, url)
+	for range 10 {
+		if _, err := b.Load(req); err != nil {
+			t.Fatal(err)
+		}
 	}
+	if n := getCalls(t, url) - gets; n != 1 {
+		t.Errorf("10 loads of one session read Redis %d times, want 1 (the rest from the cache)", n)
+	}
+	sess, err := a.Load(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.AccessToken = "at-refreshed"
+	req = sessiontest.Save(t, a, req, sess)
+	poll(t, "b to see a's refresh", func() bool {
+		got, err := b.Load(req)
+		return err == nil && got.AccessToken == "at-refreshed"
+	})
+	if err := a.Delete(httptest.NewRecorder(), req); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "b to refuse the session a ended", func() bool {
+		_, err := b.Load(req)
+		return errors.Is(err, session.ErrNotFound)
+	})
+	if _, err := a.Load(req); !errors.Is(err, session.ErrNotFound) {
+		t.Errorf("a serves the session it ended: %v", err)
+	}
+}
+
+// TestCacheEmptiedWhenTrackingBreaks: Redis restarts empty while b has the
+// session cached. No invalidation can announce that, so b must have
+// emptied its cache when its tracking connection broke, and refuse the
+// session once Redis is back.
+func TestCacheEmptiedWhenTrackingBreaks(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := sessiontest.NewClock()
+	b := newStoreWith(t, srv.URL(), clock, "secret-a", true)
+	req := sessiontest.Save(t, b, nil, sessiontest.Sample(clock.Now(), "ann"))
+	if _, err := b.Load(req); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	waitCaching(t, b)
+	poll(t, "the session to be refused after Redis restarted empty", func() bool {
+		_, err := b.Load(req)
+		return errors.Is(err, session.ErrNotFound)
+	})
+	fresh := sessiontest.Save(t, b, nil, sessiontest.Sample(clock.Now(), "ann"))
+	if _, err := b.Load(fresh); err != nil {
+		t.Errorf("Load after Redis came back: %v", err)
+	}
+}
+
+// TestCacheTrackingConnectionKilled: an operator's CLIENT KILL of the
+// tracking connection alone; a record deleted meanwhile is refused.
+func TestCacheTrackingConnectionKilled(t *testing.T) {
+	srv := redistest.Start(t)
+	clock := sessiontest.NewClock()
+	b := newStoreWith(t, srv.URL(), clock, "secret-a", true)
+	req := sessiontest.Save(t, b, nil, sessiontest.Sample(clock.Now(), "ann"))
+	if _, err := b.Load(req); err != nil {
+		t.Fatal(err)
+	}
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer admin.Close()
+	ctx := t.Context()
+	// Delete the record and kill the tracking connection in one
+	// transaction, so no push for the delete reaches b.
+	var keys []string
+	for _, k := range admin.Keys(ctx, "gatehouse:s:*").Val() {
+		if !strings.HasSuffix(k, ":lock") {
+			keys = append(keys, k)
+		}
+	}
+	id := trackingClientID(t, admin)
+	_, err := admin.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ClientKillByFilter(ctx, "ID", id)
+		p.Del(ctx, keys...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the deleted session to be refused", func() bool {
+		_, err := b.Load(req)
+		return errors.Is(err, session.ErrNotFound)
+	})
+}
+
+// getCalls sums the GET commands the Redis node(s) of url have served.
+func getCalls(t *testing.T, url string) int {
+	t.Helper()
+	client, err := redisstore.NewClient(url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	var mu sync.Mutex
+	total := 0
+	count := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_get:calls="); ok {
+				n, _ := strconv.Atoi(strings.SplitN(rest, ",", 2)[0])
+				mu.Lock()
+				total += n
+				mu.Unlock()
+			}
+		}
+		return nil
+	}
+	switch c := client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(t.Context(), count)
+	case *redis.Client:
+		err = count(t.Context(), c)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return total
+}
+
+func trackingClientID(t *testing.T, admin *redis.Client) string {
+	t.Helper()
+	for _, line := range strings.Split(admin.ClientList(t.Context()).Val(), "\n") {
+		if !strings.Contains(line, "name=gatehouse-tracking") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if id, ok := strings.CutPrefix(f, "id="); ok {
+				return id
+			}
+		}
+	}
+	t.Fatal("no tracking connection in CLIENT LIST")
+	return ""
 }
 
 // TestRedisDown: a killed Redis makes every call ErrUnavailable within a
 // bounded time, never ErrNotFound (which would start a login loop), and the
 // store recovers by itself when Redis returns.
 func TestRedisDown(t *testing.T) {
+	for _, cache := range []bool{false, true} {
+		t.Run(cacheName(cache), func(t *testing.T) { testRedisDown(t, cache) })
+	}
+}
+
+func testRedisDown(t *testing.T, cache bool) {
 	srv := redistest.Start(t)
 	clock := sessiontest.NewClock()
-	st := newStore(t, srv.URL(), clock, "secret-a")
+	st := newStoreWith(t, srv.URL(), clock, "secret-a", cache)
 	req := sessiontest.Save(t, st, nil, sessiontest.Sample(clock.Now(), "ann"))
 	srv.Kill()
 	start := time.Now()

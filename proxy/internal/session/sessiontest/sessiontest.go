@@ -86,7 +86,7 @@ func Run(t *testing.T, newStore NewStore) {
 }
 
 // Save stores s and returns a request carrying the resulting cookies.
-func Save(t *testing.T, st session.Store, prev *http.Request, s *session.Session) *http.Request {
+func Save(t testing.TB, st session.Store, prev *http.Request, s *session.Session) *http.Request {
 	t.Helper()
 	if prev == nil {
 		prev = httptest.NewRequest(http.MethodGet, "https://app.example/", nil)
