@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/oidcflow"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/redirect"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session"
@@ -250,7 +248,7 @@ func (s *Server) levelFor(status int) slog.Level {
 
 func (s *Server) metricsMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
