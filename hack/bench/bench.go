@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -69,12 +70,14 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	return o, nil
 }
 
-// Names of the three configurations, in the order they run.
+// Names of the configurations, in the order they run.
 const (
 	confPlain    = "plain proxy"
 	confSession  = "gatehouse, session"
 	confRedirect = "gatehouse, no session (302)"
 	confRedis    = "gatehouse, Redis session"
+	// confRedisUncached is the Redis store with --redis-client-cache=false.
+	confRedisUncached = "gatehouse, Redis, no client cache"
 )
 
 // benchPath is the page every configuration requests.
@@ -184,15 +187,16 @@ func runBench(ctx context.Context, o options, out io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("%s: %w", confRedirect, err)
 	}
-	redis, err := b.runRedis(ctx)
+	redis, redisUncached, prop, err := b.runRedis(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", confRedis, err)
+		return err
 	}
 
 	rep := report{
 		setup: fmt.Sprintf("wrk -t%d -c%d -d%ds --latency (after %ds of warm-up) on %s (load average %s before the run), %s",
 			o.threads, o.connections, int(o.duration/time.Second), int(o.warmup/time.Second), cpuModel(), load, b.version(ctx)),
-		results: []result{plain, session, redirect, redis},
+		results: []result{plain, session, redirect, redis, redisUncached},
+		prop:    prop,
 		cookie:  cookie,
 		tokens:  tokens,
 	}
@@ -286,27 +290,44 @@ func (b *bench) runRedirect(ctx context.Context, cookie sessionCookie, session *
 	return r, p.stop()
 }
 
-// runRedis starts a redis-server on loopback and a Gatehouse with the Redis
-// session store, logs in and loads it: every request reads the session
-// record from Redis (one round trip).
-func (b *bench) runRedis(ctx context.Context) (result, error) {
+// runRedis starts a redis-server on loopback and, against it, Gatehouse
+// with the Redis session store twice: with the client-side cache (records
+// served from memory, invalidated by Redis) and without it (one round trip
+// a request). Each logs in and is loaded like the cookie store. Then it
+// times logouts across two replicas (see logoutPropagation).
+func (b *bench) runRedis(ctx context.Context) (cached, uncached result, prop propagation, err error) {
 	redisBin, err := exec.LookPath("redis-server")
 	if err != nil {
-		return result{}, fmt.Errorf("redis-server: %w; install it with: apt-get install -y redis-server", err)
+		return cached, uncached, prop, fmt.Errorf("redis-server: %w; install it with: apt-get install -y redis-server", err)
 	}
 	raddr, err := freeAddr()
 	if err != nil {
-		return result{}, err
+		return cached, uncached, prop, err
 	}
 	host, port, _ := strings.Cut(raddr, ":")
 	rp, err := b.start("redis-server", redisBin, []string{"--bind", host, "--port", port, "--save", "", "--appendonly", "no", "--dir", b.dir})
 	if err != nil {
-		return result{}, err
+		return cached, uncached, prop, err
 	}
 	if err := waitTCP(ctx, raddr); err != nil {
-		return result{}, rp.failure(err)
+		return cached, uncached, prop, rp.failure(err)
 	}
-	p, base, metrics, err := b.startGatehouse(ctx, "gatehouse (redis)", "--session-store", "redis", "--redis-url", "redis://"+raddr+"/0")
+	redisURL := "redis://" + raddr + "/0"
+	if cached, err = b.runRedisStore(ctx, confRedis, redisURL, true); err != nil {
+		return cached, uncached, prop, fmt.Errorf("%s: %w", confRedis, err)
+	}
+	if uncached, err = b.runRedisStore(ctx, confRedisUncached, redisURL, false); err != nil {
+		return cached, uncached, prop, fmt.Errorf("%s: %w", confRedisUncached, err)
+	}
+	if prop, err = b.logoutPropagation(ctx, redisURL); err != nil {
+		return cached, uncached, prop, fmt.Errorf("logout across replicas: %w", err)
+	}
+	return cached, uncached, prop, rp.stop()
+}
+
+// runRedisStore measures one Gatehouse with the Redis store.
+func (b *bench) runRedisStore(ctx context.Context, name, redisURL string, cache bool) (result, error) {
+	p, base, metrics, err := b.startGatehouse(ctx, name, redisArgs(redisURL, cache)...)
 	if err != nil {
 		return result{}, err
 	}
@@ -320,17 +341,114 @@ func (b *bench) runRedis(ctx context.Context) (result, error) {
 	if err := expectUpstream(ctx, base+benchPath, cookie.header); err != nil {
 		return result{}, p.failure(err)
 	}
-	r := result{name: confRedis, upstream: true}
+	r := result{name: name, upstream: true}
 	if err := r.readIdle(p.pid()); err != nil {
 		return r, err
 	}
 	if err := b.load(ctx, p, &r, base+benchPath, "Cookie: "+cookie.header); err != nil {
 		return r, err
 	}
-	if err := p.stop(); err != nil {
-		return r, err
+	return r, p.stop()
+}
+
+func redisArgs(redisURL string, cache bool) []string {
+	return []string{"--session-store", "redis", "--redis-url", redisURL, fmt.Sprintf("--redis-client-cache=%t", cache)}
+}
+
+// propagationRounds is how many logouts logoutPropagation times.
+const propagationRounds = 30
+
+// propagation is how long logouts on one replica took to reach another.
+type propagation struct {
+	took []time.Duration // sorted
+}
+
+func (p propagation) percentile(q float64) time.Duration {
+	if len(p.took) == 0 {
+		return 0
 	}
-	return r, rp.stop()
+	return p.took[min(len(p.took)-1, int(q*float64(len(p.took))))]
+}
+
+// logoutPropagation runs two Gatehouse replicas with the client-side cache
+// on one Redis. Each round logs in on replica a, has replica b serve the
+// session (so b holds it in its cache), logs out on a, and times from the
+// logout's POST until b first refuses the session (401; b is polled
+// without pause).
+func (b *bench) logoutPropagation(ctx context.Context, redisURL string) (propagation, error) {
+	var prop propagation
+	pa, baseA, metricsA, err := b.startGatehouse(ctx, "gatehouse (replica a)", redisArgs(redisURL, true)...)
+	if err != nil {
+		return prop, err
+	}
+	pb, baseB, metricsB, err := b.startGatehouse(ctx, "gatehouse (replica b)", redisArgs(redisURL, true)...)
+	if err != nil {
+		return prop, err
+	}
+	if err := waitDiscovered(ctx, pa, metricsA); err != nil {
+		return prop, err
+	}
+	if err := waitDiscovered(ctx, pb, metricsB); err != nil {
+		return prop, err
+	}
+	c := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	status := func(cookie string) (int, error) {
+		resp, err := get(ctx, c, baseB+benchPath, false, cookie)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	for range propagationRounds {
+		cookie, err := login(ctx, baseA, b.idp.URL, benchPath, cookieName)
+		if err != nil {
+			return prop, pa.failure(fmt.Errorf("log in: %w", err))
+		}
+		for range 2 {
+			if code, err := status(cookie.header); err != nil || code != http.StatusOK {
+				return prop, pb.failure(fmt.Errorf("replica b with a's session: status %d, %v", code, err))
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseA+"/_gatehouse/logout", nil)
+		if err != nil {
+			return prop, err
+		}
+		req.Header.Set("Cookie", cookie.header)
+		req.Header.Set("Origin", baseA)
+		start := time.Now()
+		resp, err := c.Do(req)
+		if err != nil {
+			return prop, pa.failure(fmt.Errorf("log out: %w", err))
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+			return prop, pa.failure(fmt.Errorf("log out: status %d, want a redirect", resp.StatusCode))
+		}
+		for {
+			code, err := status(cookie.header)
+			if err != nil {
+				return prop, pb.failure(err)
+			}
+			if code == http.StatusUnauthorized {
+				break
+			}
+			if code != http.StatusOK {
+				return prop, pb.failure(fmt.Errorf("replica b after the logout: status %d, want 200 until it learns of it, then 401", code))
+			}
+			if time.Since(start) > 10*time.Second {
+				return prop, errors.New("replica b still serves the session 10s after the logout on replica a")
+			}
+		}
+		prop.took = append(prop.took, time.Since(start))
+	}
+	slices.Sort(prop.took)
+	if err := pa.stop(); err != nil {
+		return prop, err
+	}
+	return prop, pb.stop()
 }
 
 // waitTCP waits until something listens on addr.

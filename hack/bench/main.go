@@ -2,14 +2,19 @@
 // httputil.ReverseProxy, each in its own process on 127.0.0.1, with wrk as
 // the load generator.
 //
-// It runs three configurations one after the other against the same small
+// It runs these configurations one after the other against the same small
 // upstream (served by this process, which counts new connections):
 //
 //   - plain: httputil.ReverseProxy without auth, this binary re-executed as
 //     "bench plain-proxy" (the reference);
 //   - session: bin/gatehouse proxy with a valid session cookie;
 //   - redirect: bin/gatehouse proxy answering navigations without a session
-//     (302 to the IdP).
+//     (302 to the IdP);
+//   - Redis: the Redis session store on a local redis-server, with its
+//     client-side cache and without it (--redis-client-cache=false).
+//
+// Then it times how long a logout on one Gatehouse replica takes to be
+// refused by another that had the session in its client-side cache.
 //
 // For each it prints requests/s, p50 and p99 latency, CPU seconds of the proxy
 // process per 10,000 requests, new upstream connections per 1,000 requests
