@@ -54,6 +54,9 @@ const (
 	// Secret, to the nanosecond (creationTimestamp has whole seconds): of
 	// several Ingresses in front of one app, Pods mount the oldest Secret.
 	SecretAnnCreated = AnnotationPrefix + "created"
+	// SecretAnnHTTPRoute on the Secret of an HTTPRoute's backends names the
+	// route, <namespace>/<name>.
+	SecretAnnHTTPRoute = AnnotationPrefix + "httproute"
 	// SecretAnnStalePods counts the Pods whose sidecar enforces the
 	// current settings with an older image or other resources.
 	SecretAnnStalePods = AnnotationPrefix + "stale-pods"

@@ -16,11 +16,20 @@ import (
 // resolving, merging, Secret, Event and status code works on, so that it
 // never looks at the Ingress's own shape.
 type frontend struct {
-	Kind      string // "Ingress"
+	Kind string // KindIngress or KindHTTPRoute
+	// Namespace is where the app's Services, Pods and the Secret are: the
+	// Ingress's own, or one namespace of an HTTPRoute's backends.
 	Namespace string
 	Name      string
-	UID       types.UID
-	Created   metav1.Time
+	// RouteNamespace is an HTTPRoute's own namespace.
+	RouteNamespace string
+	// Key names the front door among the Secrets and Pods of Namespace:
+	// the value of the Secret's gatehouse.dev/ingress label and of the
+	// Pods' gatehouse.dev/ingress annotation. An Ingress's name; for an
+	// HTTPRoute, routeKey.
+	Key     string
+	UID     types.UID
+	Created metav1.Time
 	// Annotations are the object's own; only gatehouse.dev/ keys matter.
 	Annotations map[string]string
 	// Hosts are the external hostnames, lower-cased and sorted, each with
@@ -49,6 +58,12 @@ type serviceRef struct {
 	PortNumber int32
 }
 
+// Kinds of front door.
+const (
+	KindIngress   = "Ingress"
+	KindHTTPRoute = "HTTPRoute"
+)
+
 // Values of gatehouse.dev/external-scheme.
 const (
 	SchemeHTTPS = "https"
@@ -62,7 +77,7 @@ const (
 // default backend and every path.
 func frontendFromIngress(ing *networkingv1.Ingress) frontend {
 	fe := frontend{
-		Kind: "Ingress", Namespace: ing.Namespace, Name: ing.Name, UID: ing.UID,
+		Kind: KindIngress, Namespace: ing.Namespace, Name: ing.Name, Key: ing.Name, UID: ing.UID,
 		Created: ing.CreationTimestamp, Annotations: ing.Annotations, Object: ing,
 	}
 	var tls []string
@@ -138,4 +153,16 @@ func serviceBackends(ing *networkingv1.Ingress) []networkingv1.IngressServiceBac
 }
 
 // key names the front door in messages: "Ingress shop".
-func (fe frontend) key() string { return fmt.Sprintf("%s %s", fe.Kind, fe.Name) }
+func (fe frontend) key() string {
+	if fe.Kind == KindHTTPRoute && fe.RouteNamespace != fe.Namespace {
+		return fmt.Sprintf("%s %s/%s", fe.Kind, fe.RouteNamespace, fe.Name)
+	}
+	return fmt.Sprintf("%s %s", fe.Kind, fe.Name)
+}
+
+// metricName is the front door's "ingress" label on per-front-door
+// metrics: its key (an Ingress's name; httproute_<namespace>_<name> for a
+// route).
+func (fe frontend) metricName() string { return metricName(fe.Key) }
+
+func metricName(key string) string { return key }

@@ -99,18 +99,23 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		}
 		return ctrl.Result{}, err
 	}
-	fe := frontendFromIngress(&ing)
+	return r.reconcileFrontend(ctx, frontendFromIngress(&ing))
+}
+
+// reconcileFrontend is Reconcile for any front door: an Ingress, or an
+// HTTPRoute's backends in one namespace.
+func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) (ctrl.Result, error) {
 	l := newLookup(r.resolver)
 	res, err := r.resolver.resolve(ctx, fe)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if !res.Enabled {
-		return r.retire(ctx, ing.Namespace, ing.Name, &ing)
+		return r.retire(ctx, fe.Namespace, fe.Key, fe.Object)
 	}
-	l.front[ing.Name] = resolvedFront{fe: fe, res: res}
-	if r.scope.excludes(ctx, ing.Namespace) {
-		r.warn(&ing, ReasonUnprotectedPods, fmt.Sprintf("namespace %s is outside the webhook's scope (kube-system, Gatehouse's own, gatehouse.dev/injection=disabled, or left out by the namespaceSelector of the webhook configuration), so its Pods cannot get the sidecar", ing.Namespace))
+	l.remember(fe, res)
+	if r.scope.excludes(ctx, fe.Namespace) {
+		r.warn(fe.Object, ReasonUnprotectedPods, fmt.Sprintf("namespace %s is outside the webhook's scope (kube-system, Gatehouse's own, gatehouse.dev/injection=disabled, or left out by the namespaceSelector of the webhook configuration), so its Pods cannot get the sidecar", fe.Namespace))
 		return ctrl.Result{RequeueAfter: problemRepeat}, nil
 	}
 
@@ -123,7 +128,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	var apps []app
 	for _, b := range res.Backends {
-		ms, err := l.membersOfService(ctx, ing.Namespace, b.Service.Name)
+		ms, err := l.membersOfService(ctx, fe.Namespace, b.Service.Name)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -142,28 +147,28 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		apps = append(apps, app{svc: b.Service, members: ms, out: out})
 	}
 	for _, p := range problems {
-		r.warn(&ing, p.Reason, p.Message)
+		r.warn(fe.Object, p.Reason, p.Message)
 	}
 	degraded := 0.0
 	if !healthy {
 		degraded = 1
 	}
-	r.metrics.degraded.WithLabelValues(ing.Namespace, ing.Name).Set(degraded)
+	r.metrics.degraded.WithLabelValues(fe.Namespace, fe.metricName()).Set(degraded)
 
 	if healthy {
 		var peers []member
 		for _, a := range apps {
 			peers = append(peers, a.members...)
 		}
-		created, err := r.ensureSecret(ctx, &ing, res, peers)
+		created, err := r.ensureSecret(ctx, fe, res, peers)
 		if err != nil {
-			r.warn(&ing, ReasonSecretError, "cannot prepare the sidecar's Secret: "+err.Error())
+			r.warn(fe.Object, ReasonSecretError, "cannot prepare the sidecar's Secret: "+err.Error())
 			return ctrl.Result{}, err
 		}
 		if created {
-			r.recorder.Eventf(&ing, nil, corev1.EventTypeNormal, ReasonProtected, "Reconcile",
-				"Gatehouse protects this Ingress: new Pods of %d Service(s) get the sidecar", len(res.Backends))
-			ctrl.LoggerFrom(ctx).Info("Ingress protected", "services", len(res.Backends))
+			r.recorder.Eventf(fe.Object, nil, corev1.EventTypeNormal, ReasonProtected, "Reconcile",
+				"Gatehouse protects this %s: new Pods of %d Service(s) in namespace %s get the sidecar", fe.Kind, len(res.Backends), fe.Namespace)
+			ctrl.LoggerFrom(ctx).Info("Front door protected", "kind", fe.Kind, "namespace", fe.Namespace, "services", len(res.Backends))
 			// The webhook reads the Secret from the cache: look at the
 			// apps again once it has seen it.
 			return ctrl.Result{RequeueAfter: time.Second}, nil
@@ -177,7 +182,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	var rollouts []string
 	outdated, stale, blocked := 0, 0, false
 	for _, a := range apps {
-		st, err := r.rolloutApp(ctx, l, &ing, a.svc)
+		st, err := r.rolloutApp(ctx, l, fe, a.svc)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -191,9 +196,9 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			result.RequeueAfter = st.requeue
 		}
 	}
-	r.metrics.unprotected.WithLabelValues(ing.Namespace, ing.Name).Set(float64(outdated))
-	r.metrics.stale.WithLabelValues(ing.Namespace, ing.Name).Set(float64(stale))
-	r.metrics.rolloutBlocked.WithLabelValues(ing.Namespace, ing.Name).Set(boolGauge(blocked))
+	r.metrics.unprotected.WithLabelValues(fe.Namespace, fe.metricName()).Set(float64(outdated))
+	r.metrics.stale.WithLabelValues(fe.Namespace, fe.metricName()).Set(float64(stale))
+	r.metrics.rolloutBlocked.WithLabelValues(fe.Namespace, fe.metricName()).Set(boolGauge(blocked))
 
 	state := "protected"
 	switch {
@@ -211,7 +216,7 @@ func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			break
 		}
 	}
-	if err := r.setStatus(ctx, ing.Namespace, ing.Name, map[string]string{
+	if err := r.setStatus(ctx, fe.Namespace, fe.Key, map[string]string{
 		SecretAnnState: state, SecretAnnProblem: last, SecretAnnRollout: strings.Join(rollouts, "; "), SecretAnnStalePods: nonZero(stale),
 	}); err != nil {
 		return ctrl.Result{}, err
@@ -228,9 +233,13 @@ func consequence(reason, otherwise string) string {
 	return otherwise
 }
 
-// warn emits a Warning Event on the Ingress.
-func (r *IngressReconciler) warn(ing *networkingv1.Ingress, reason, msg string) {
-	r.recorder.Eventf(ing, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", msg)
+// warn emits a Warning Event on the front door's object; nothing when it
+// is gone.
+func (r *IngressReconciler) warn(obj client.Object, reason, msg string) {
+	if obj == nil {
+		return
+	}
+	r.recorder.Eventf(obj, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", msg)
 }
 
 func nonZero(n int) string {
@@ -254,18 +263,18 @@ func boolGauge(b bool) float64 {
 // The Secret has no owner reference: deleting the Ingress must not take
 // the cookie secret (and every session) with it; the controller deletes it
 // itself once nothing needs it. It reports whether the Secret was new.
-func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.Ingress, res resolved, peers []member) (bool, error) {
-	name := secretName(ing.Name)
+func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res resolved, peers []member) (bool, error) {
+	name := secretName(fe.Key)
 	var existing corev1.Secret
 	// Read from the API server, not the cache: the cache holds only
 	// Gatehouse's labelled Secrets, and a user's Secret of the same name
 	// must be seen (and left alone).
-	err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: name}, &existing)
+	err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: name}, &existing)
 	created := apierrors.IsNotFound(err)
 	if err != nil && !created {
 		return false, err
 	}
-	if !created && existing.Labels[SecretLabelIngress] != ing.Name {
+	if !created && existing.Labels[SecretLabelIngress] != fe.Key {
 		return false, fmt.Errorf("a Secret named %s exists and is not Gatehouse's; delete or rename it", name)
 	}
 	lastGood, err := json.Marshal(res.Spec)
@@ -277,7 +286,7 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 	_, rotate := existing.Annotations[SecretAnnRotate]
 	switch {
 	case len(current) < 32:
-		data[SecretKeyCookie] = r.peerCookie(ctx, ing, peers)
+		data[SecretKeyCookie] = r.peerCookie(ctx, fe, peers)
 	case rotate:
 		// New secret first, the previous one second: sessions under it keep
 		// working and are re-issued under the new one.
@@ -300,9 +309,13 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 	if !created {
 		made = secretCreated(&existing).Time
 	}
-	ac := corev1ac.Secret(name, ing.Namespace).
-		WithLabels(map[string]string{SecretLabelIngress: ing.Name}).
-		WithAnnotations(map[string]string{SecretAnnCreated: made.UTC().Format(time.RFC3339Nano)}).
+	annotations := map[string]string{SecretAnnCreated: made.UTC().Format(time.RFC3339Nano)}
+	if fe.Kind == KindHTTPRoute {
+		annotations[SecretAnnHTTPRoute] = fe.RouteNamespace + "/" + fe.Name
+	}
+	ac := corev1ac.Secret(name, fe.Namespace).
+		WithLabels(map[string]string{SecretLabelIngress: fe.Key}).
+		WithAnnotations(annotations).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(data)
 	if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
@@ -321,7 +334,7 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 		}
 	}
 	if rotate {
-		r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonProtected, "RotateCookieSecret",
+		r.recorder.Eventf(fe.Object, nil, corev1.EventTypeNormal, ReasonProtected, "RotateCookieSecret",
 			"new cookie secret in Secret %s; the previous one stays accepted", name)
 	}
 	return created, nil
@@ -330,7 +343,7 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, ing *networkingv1.
 // peerCookie is the cookie secret for a new per-Ingress Secret: that of
 // the oldest other Ingress in front of the same apps, so that a browser's
 // session is valid whichever of their Secrets a Pod mounts, else a new one.
-func (r *IngressReconciler) peerCookie(ctx context.Context, ing *networkingv1.Ingress, peers []member) []byte {
+func (r *IngressReconciler) peerCookie(ctx context.Context, fe frontend, peers []member) []byte {
 	ordered := slices.Clone(peers)
 	slices.SortStableFunc(ordered, func(a, b member) int {
 		if c := a.fe.Created.Compare(b.fe.Created.Time); c != 0 {
@@ -339,11 +352,11 @@ func (r *IngressReconciler) peerCookie(ctx context.Context, ing *networkingv1.In
 		return strings.Compare(a.fe.Name, b.fe.Name)
 	})
 	for _, m := range ordered {
-		if m.fe.Name == ing.Name || !m.hasSecret {
+		if m.fe.Key == fe.Key || !m.hasSecret {
 			continue
 		}
 		var s corev1.Secret
-		if err := r.client.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: secretName(m.fe.Name)}, &s); err == nil && len(s.Data[SecretKeyCookie]) >= 32 {
+		if err := r.client.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: secretName(m.fe.Key)}, &s); err == nil && len(s.Data[SecretKeyCookie]) >= 32 {
 			return s.Data[SecretKeyCookie]
 		}
 	}
@@ -352,12 +365,12 @@ func (r *IngressReconciler) peerCookie(ctx context.Context, ing *networkingv1.In
 
 // setStatus records the controller's view of an Ingress on its Secret
 // (when there is one), for gatehouse status; it writes only on a change.
-func (r *IngressReconciler) setStatus(ctx context.Context, ns, ingress string, want map[string]string) error {
+func (r *IngressReconciler) setStatus(ctx context.Context, ns, key string, want map[string]string) error {
 	var s corev1.Secret
-	if err := r.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName(ingress)}, &s); err != nil {
+	if err := r.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName(key)}, &s); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if s.Labels[SecretLabelIngress] != ingress {
+	if s.Labels[SecretLabelIngress] != key {
 		return nil
 	}
 	patch := map[string]any{}
@@ -396,14 +409,15 @@ func newCookieSecret() []byte {
 	return []byte(base64.StdEncoding.EncodeToString(b))
 }
 
-// retire handles an Ingress that is gone (ing nil) or no longer enabled:
+// retire handles a front door that is gone (obj nil) or no longer enabled,
+// by its key (an Ingress's name):
 // Pods that carry its sidecar and are no longer meant to are replaced, and
 // its Secret stays while any Pod mounts it, then for secretRetention more
 // (a recreated Ingress of the same name adopts it, sessions and all), and
 // then goes.
-func (r *IngressReconciler) retire(ctx context.Context, ns, name string, ing *networkingv1.Ingress) (ctrl.Result, error) {
+func (r *IngressReconciler) retire(ctx context.Context, ns, name string, obj client.Object) (ctrl.Result, error) {
 	for _, g := range []interface{ DeleteLabelValues(...string) bool }{r.metrics.unprotected, r.metrics.stale, r.metrics.rolloutBlocked, r.metrics.degraded} {
-		g.DeleteLabelValues(ns, name)
+		g.DeleteLabelValues(ns, metricName(name))
 	}
 	var pods corev1.PodList
 	if err := r.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
@@ -447,8 +461,8 @@ func (r *IngressReconciler) retire(ctx context.Context, ns, name string, ing *ne
 		}
 	}
 	result := ctrl.Result{}
-	if len(outdated) > 0 && (ing == nil || ing.Annotations[AnnRollout] != RolloutManual) {
-		st, err := r.replaceOne(ctx, ns+"/ingress:"+name, ing, set, outdated)
+	if len(outdated) > 0 && (obj == nil || obj.GetAnnotations()[AnnRollout] != RolloutManual) {
+		st, err := r.replaceOne(ctx, ns+"/frontend:"+name, obj, set, outdated)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -527,13 +541,13 @@ type appRollout struct {
 // is manual replaces one at a time through the Eviction API (which honours
 // PodDisruptionBudgets). Pods whose sidecar only has an older image or
 // other resources are reported as stale and left to their next rollout.
-func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, ing *networkingv1.Ingress, svc *corev1.Service) (appRollout, error) {
+func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe frontend, svc *corev1.Service) (appRollout, error) {
 	var st appRollout
 	if len(svc.Spec.Selector) == 0 {
 		return st, nil
 	}
 	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(ing.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+	if err := r.client.List(ctx, &pods, client.InNamespace(fe.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
 		return st, err
 	}
 	var ranges []corev1.LimitRange
@@ -568,7 +582,7 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, ing *netw
 		}
 		if !rangesRead {
 			var list corev1.LimitRangeList
-			if err := r.client.List(ctx, &list, client.InNamespace(ing.Namespace)); err != nil {
+			if err := r.client.List(ctx, &list, client.InNamespace(fe.Namespace)); err != nil {
 				return st, err
 			}
 			ranges, rangesRead = list.Items, true
@@ -593,12 +607,12 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, ing *netw
 	if len(outdated) == 0 {
 		return st, nil
 	}
-	if ing.Annotations[AnnRollout] == RolloutManual {
-		r.warn(ing, ReasonUnprotectedPods, fmt.Sprintf("%d Pod(s) of Service %s run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated), svc.Name))
+	if fe.Annotations[AnnRollout] == RolloutManual {
+		r.warn(fe.Object, ReasonUnprotectedPods, fmt.Sprintf("%d Pod(s) of Service %s run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated), svc.Name))
 		st.message = fmt.Sprintf("%d Pod(s) of Service %s wait for a manual restart", len(outdated), svc.Name)
 		return st, nil
 	}
-	ev, err := r.replaceOne(ctx, ing.Namespace+"/"+svc.Name, ing, set, outdated)
+	ev, err := r.replaceOne(ctx, fe.Namespace+"/"+svc.Name, fe.Object, set, outdated)
 	if err != nil {
 		return st, err
 	}
@@ -623,9 +637,9 @@ type eviction struct {
 // one, once the previous eviction's replacement exists and every Pod of
 // the set is Ready. Pods without a controlling owner are never evicted:
 // nothing would recreate them; they are reported instead. A
-// PodDisruptionBudget's refusal backs off, up to maxBlockedBackoff. ing may
-// be nil (a deleted Ingress): then nothing is reported on it.
-func (r *IngressReconciler) replaceOne(ctx context.Context, key string, ing *networkingv1.Ingress, set, outdated []corev1.Pod) (eviction, error) {
+// PodDisruptionBudget's refusal backs off, up to maxBlockedBackoff. obj may
+// be nil (a deleted front door): then nothing is reported on it.
+func (r *IngressReconciler) replaceOne(ctx context.Context, key string, obj client.Object, set, outdated []corev1.Pod) (eviction, error) {
 	r.mu.Lock()
 	if r.rollouts == nil {
 		r.rollouts = map[string]*rolloutState{}
@@ -653,8 +667,8 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, ing *net
 		managed = append(managed, p)
 	}
 	var ev eviction
-	if len(unmanaged) > 0 && ing != nil {
-		r.warn(ing, ReasonUnmanagedPod, fmt.Sprintf("Pod(s) %s run without the current sidecar and have no controller to recreate them, so Gatehouse does not evict them: delete and recreate them yourself", strings.Join(unmanaged, ", ")))
+	if len(unmanaged) > 0 {
+		r.warn(obj, ReasonUnmanagedPod, fmt.Sprintf("Pod(s) %s run without the current sidecar and have no controller to recreate them, so Gatehouse does not evict them: delete and recreate them yourself", strings.Join(unmanaged, ", ")))
 		ev.message = fmt.Sprintf("%d Pod(s) without a controller wait to be recreated by hand", len(unmanaged))
 	}
 	if len(managed) == 0 {
@@ -683,9 +697,7 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, ing *net
 	case apierrors.IsTooManyRequests(err):
 		st.backoff = min(max(2*st.backoff, minBlockedBackoff), maxBlockedBackoff)
 		st.blockedUntil = now.Add(st.backoff)
-		if ing != nil {
-			r.warn(ing, ReasonRolloutBlocked, fmt.Sprintf("a PodDisruptionBudget does not allow evicting Pod %s now; retrying in %s", victim.Name, st.backoff))
-		}
+		r.warn(obj, ReasonRolloutBlocked, fmt.Sprintf("a PodDisruptionBudget does not allow evicting Pod %s now; retrying in %s", victim.Name, st.backoff))
 		return eviction{blocked: true, requeue: st.backoff, message: fmt.Sprintf("blocked by a PodDisruptionBudget (Pod %s), retrying in %s", victim.Name, st.backoff)}, nil
 	case apierrors.IsNotFound(err):
 		ev.requeue = time.Second
@@ -696,8 +708,8 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, ing *net
 	st.backoff, st.blockedUntil = 0, time.Time{}
 	st.lastEviction = now
 	r.metrics.replaced.Inc()
-	if ing != nil {
-		r.recorder.Eventf(ing, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(managed)-1)
+	if obj != nil {
+		r.recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(managed)-1)
 	}
 	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(managed)-1)
 	ev.requeue = rolloutWait
@@ -751,7 +763,7 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return byService(ctx, obj.GetNamespace(), obj.GetName())
 	})
 	secrets := handler.EnqueueRequestsFromMapFunc(func(_ context.Context, obj client.Object) []reconcile.Request {
-		if name := obj.GetLabels()[SecretLabelIngress]; name != "" {
+		if name := obj.GetLabels()[SecretLabelIngress]; name != "" && !strings.HasPrefix(name, routeKeyPrefix) {
 			return []reconcile.Request{request(obj.GetNamespace(), name)}
 		}
 		return nil
@@ -760,7 +772,7 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	// front of the Services that select it.
 	pods := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		var reqs []reconcile.Request
-		if name := obj.GetAnnotations()[PodAnnIngress]; name != "" {
+		if name := obj.GetAnnotations()[PodAnnIngress]; name != "" && !strings.HasPrefix(name, routeKeyPrefix) {
 			reqs = append(reqs, request(obj.GetNamespace(), name))
 		}
 		podLabels := labels.Set(obj.GetLabels())

@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -23,6 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Options are the process-level things the manager does not make itself.
@@ -50,6 +55,15 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
+	}
+	routes, err := gatewayAPIInstalled(opts.RESTConfig)
+	if err != nil {
+		return nil, err
+	}
+	if routes {
+		if err := gatewayv1.Install(scheme); err != nil {
+			return nil, err
+		}
 	}
 	ownedSecrets, err := labels.Parse(SecretLabelIngress)
 	if err != nil {
@@ -87,7 +101,15 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Service{}, indexServiceSelector, selectorPairs); err != nil {
 		return nil, fmt.Errorf("index services: %w", err)
 	}
+	if routes {
+		if err := mgr.GetFieldIndexer().IndexField(context.Background(), &gatewayv1.HTTPRoute{}, indexRouteBackend, routeBackendKeys); err != nil {
+			return nil, fmt.Errorf("index httproutes: %w", err)
+		}
+	} else {
+		opts.Log.Info("Gateway API not installed: HTTPRoutes are not watched; restart the controller after installing its CRDs")
+	}
 	res := &resolver{
+		routes:    routes,
 		reader:    mgr.GetClient(),
 		apiReader: mgr.GetAPIReader(),
 		file:      file,
@@ -100,6 +122,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		writer:      mgr.GetClient(),
 		webhookName: cfg.WebhookConfiguration,
 		namespace:   cfg.Namespace,
+		routes:      routes,
 		log:         opts.Log.WithName("webhook-scope"),
 	}
 	if err := scope.SetupWithManager(mgr); err != nil {
@@ -117,6 +140,11 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	}
 	if err := rec.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("register ingress reconciler: %w", err)
+	}
+	if routes {
+		if err := (&RouteReconciler{IngressReconciler: rec}).SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("register httproute reconciler: %w", err)
+		}
 	}
 	mgr.GetWebhookServer().Register(WebhookPath, &webhook.Admission{Handler: &PodInjector{
 		resolver: res,
@@ -143,6 +171,24 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		return nil, err
 	}
 	return mgr, nil
+}
+
+// gatewayAPIInstalled asks the API server whether it serves
+// gateway.networking.k8s.io/v1 HTTPRoutes. The answer is taken once, at
+// start: CRDs installed later need a restart of the controller.
+func gatewayAPIInstalled(cfg *rest.Config) (bool, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	list, err := dc.ServerResourcesForGroupVersion(gatewayv1.GroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("discover the Gateway API: %w", err)
+	}
+	return slices.ContainsFunc(list.APIResources, func(r metav1.APIResource) bool { return r.Kind == KindHTTPRoute }), nil
 }
 
 // Run builds the manager and runs it until ctx ends. Without

@@ -89,14 +89,24 @@ func (l *lookup) frontendsOf(ctx context.Context, ns, svc string) ([]resolvedFro
 			if err != nil {
 				return nil, err
 			}
-			rf = resolvedFront{fe: fe, res: res}
-			l.front[ing.Name] = rf
+			rf = l.remember(fe, res)
 		}
 		if rf.res.Enabled {
 			out = append(out, rf)
 		}
 	}
-	return out, nil
+	routes, err := l.routeFrontendsOf(ctx, ns, svc)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, routes...), nil
+}
+
+// remember keeps what resolve said of fe for the rest of the decision.
+func (l *lookup) remember(fe frontend, res resolved) resolvedFront {
+	rf := resolvedFront{fe: fe, res: res}
+	l.front[fe.Key] = rf
+	return rf
 }
 
 // membersOfService lists the members of the app behind Service svc: each
@@ -125,14 +135,14 @@ func (l *lookup) membersOfService(ctx context.Context, ns, svc string) ([]member
 // Gatehouse's labelled Secrets.
 func (l *lookup) secretOf(ctx context.Context, m *member) error {
 	var s corev1.Secret
-	err := l.r.reader.Get(ctx, client.ObjectKey{Namespace: m.fe.Namespace, Name: secretName(m.fe.Name)}, &s)
+	err := l.r.reader.Get(ctx, client.ObjectKey{Namespace: m.fe.Namespace, Name: secretName(m.fe.Key)}, &s)
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if s.Labels[SecretLabelIngress] != m.fe.Name {
+	if s.Labels[SecretLabelIngress] != m.fe.Key {
 		return nil
 	}
 	m.hasSecret = true
@@ -186,7 +196,7 @@ func (l *lookup) membersOfPod(ctx context.Context, pod *corev1.Pod) ([]member, e
 			return nil, err
 		}
 		for _, m := range ms {
-			if hasPortName(pod, m.portName) && !slices.ContainsFunc(out, func(o member) bool { return o.fe.Name == m.fe.Name }) {
+			if hasPortName(pod, m.portName) && !slices.ContainsFunc(out, func(o member) bool { return o.fe.Key == m.fe.Key }) {
 				out = append(out, m)
 			}
 		}

@@ -76,7 +76,7 @@ func decide(members []member, image string) outcome {
 		if !ms[i].fe.Created.Equal(&ms[j].fe.Created) {
 			return ms[i].fe.Created.Before(&ms[j].fe.Created)
 		}
-		return ms[i].fe.Name < ms[j].fe.Name
+		return ms[i].fe.Key < ms[j].fe.Key
 	})
 	problem, reason := "", ""
 	first := ms[0]
@@ -103,7 +103,7 @@ func decide(members []member, image string) outcome {
 		if !bySecret[0].hasSecret {
 			return outcome{kind: verdictPending, spec: spec, portName: first.portName}
 		}
-		spec.Ingress = bySecret[0].fe.Name
+		spec.Ingress = bySecret[0].fe.Key
 		return outcome{kind: verdictInject, spec: spec, portName: first.portName}
 	}
 	var good []sidecarSpec

@@ -22,7 +22,7 @@ func good(name string, created int, origins ...string) member {
 	spec.Ingress = name
 	spec.Origins = origins
 	return member{
-		fe:       frontend{Kind: "Ingress", Name: name, Created: metav1.NewTime(time.Unix(int64(created)*60, 0))},
+		fe:       frontend{Kind: "Ingress", Name: name, Key: name, Created: metav1.NewTime(time.Unix(int64(created)*60, 0))},
 		res:      resolved{Enabled: true, Spec: spec},
 		portName: "http",
 	}

@@ -60,6 +60,9 @@ type secretRef struct {
 // Services and Namespaces and the controller's configuration. Reading
 // secrets is the caller's business; resolve only records where they are.
 type resolver struct {
+	// routes is true when the Gateway API is installed: HTTPRoutes are
+	// front doors too.
+	routes    bool
 	reader    client.Reader // cached reads: Services, Namespaces, LimitRanges, Gatehouse's Secrets
 	apiReader client.Reader // uncached reads: provider-secret Secrets
 	file      *FileConfig
@@ -95,7 +98,7 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 		return block(ReasonInvalidAnnotation, "%v; the last good settings stay in force", oneLine(err))
 	}
 	spec := sidecarSpec{
-		Ingress:    fe.Name,
+		Ingress:    fe.Key,
 		Policy:     pol,
 		PathPrefix: r.file.Defaults.PathPrefix,
 		Image:      r.image,

@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // NamespaceNameLabel is the label the API server sets on every Namespace
@@ -49,6 +50,7 @@ type scopeKeeper struct {
 	writer      client.Client
 	webhookName string
 	namespace   string // the controller's own
+	routes      bool   // the Gateway API is installed
 	log         logr.Logger
 
 	mu sync.Mutex // guards others
@@ -73,7 +75,19 @@ func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 	if err := k.reader.List(ctx, &nss, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
-	want := protectedNamespaces(ings.Items, nss.Items, k.namespace)
+	var routeNamespaces []string
+	if k.routes {
+		var routes gatewayv1.HTTPRouteList
+		if err := k.reader.List(ctx, &routes, client.UnsafeDisableDeepCopy); err != nil {
+			return ctrl.Result{}, err
+		}
+		for i := range routes.Items {
+			if enabledValue(routes.Items[i].Annotations) {
+				routeNamespaces = append(routeNamespaces, backendNamespaces(&routes.Items[i])...)
+			}
+		}
+	}
+	want := protectedNamespaces(ings.Items, nss.Items, routeNamespaces, k.namespace)
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var wh admissionv1.MutatingWebhookConfiguration
 		if err := k.apiReader.Get(ctx, client.ObjectKey{Name: k.webhookName}, &wh); err != nil {
@@ -111,20 +125,19 @@ func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 
 // protectedNamespaces lists, sorted, the namespaces the webhook must see:
 // those with an Ingress whose gatehouse.dev/enabled is set and not false
-// (an unreadable value counts as enabled, as everywhere), and those
-// labelled gatehouse.dev/injection=enabled; never kube-system, the
-// controller's own, or one labelled gatehouse.dev/injection=disabled.
-func protectedNamespaces(ings []networkingv1.Ingress, nss []corev1.Namespace, own string) []string {
+// (an unreadable value counts as enabled, as everywhere), those of an
+// enabled HTTPRoute's backends (routeNamespaces), and those labelled
+// gatehouse.dev/injection=enabled; never kube-system, the controller's
+// own, or one labelled gatehouse.dev/injection=disabled.
+func protectedNamespaces(ings []networkingv1.Ingress, nss []corev1.Namespace, routeNamespaces []string, own string) []string {
 	set := map[string]bool{}
 	for i := range ings {
-		v, ok := ings[i].Annotations[AnnEnabled]
-		if !ok {
-			continue
+		if enabledValue(ings[i].Annotations) {
+			set[ings[i].Namespace] = true
 		}
-		if b, err := strconv.ParseBool(v); err == nil && !b {
-			continue
-		}
-		set[ings[i].Namespace] = true
+	}
+	for _, ns := range routeNamespaces {
+		set[ns] = true
 	}
 	disabled := map[string]bool{"kube-system": true, own: true}
 	for i := range nss {
@@ -143,6 +156,17 @@ func protectedNamespaces(ings []networkingv1.Ingress, nss []corev1.Namespace, ow
 	}
 	slices.Sort(out)
 	return out
+}
+
+// enabledValue reports whether gatehouse.dev/enabled is set and not
+// false.
+func enabledValue(ann map[string]string) bool {
+	v, ok := ann[AnnEnabled]
+	if !ok {
+		return false
+	}
+	b, err := strconv.ParseBool(v)
+	return err != nil || b
 }
 
 type selectorUpdate struct {
@@ -214,9 +238,12 @@ func (k *scopeKeeper) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "webhook-scope"}}}
 	})
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("webhook-scope").
 		Watches(&networkingv1.Ingress{}, one).
-		Watches(&corev1.Namespace{}, one).
-		Complete(k)
+		Watches(&corev1.Namespace{}, one)
+	if k.routes {
+		b = b.Watches(&gatewayv1.HTTPRoute{}, one)
+	}
+	return b.Complete(k)
 }

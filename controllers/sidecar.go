@@ -61,8 +61,9 @@ func (s sidecarSpec) secure() bool {
 }
 
 // secretName is the per-Ingress Secret's name.
-func secretName(ingress string) string {
-	name := "gatehouse-" + ingress
+func secretName(key string) string {
+	// Route keys hold underscores, which a Secret name cannot.
+	name := "gatehouse-" + strings.ReplaceAll(key, "_", "-")
 	if len(name) > 253 {
 		name = name[:253]
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
@@ -55,8 +58,13 @@ func runSuite(m *testing.M) int {
 	// kube-controller-manager makes Deployments, StatefulSets and
 	// DaemonSets really yield Pods (Pending: no scheduler, no kubelet),
 	// collects garbage and keeps PodDisruptionBudgets' status.
+	crds, err := gatewayCRDs()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	cp, err := controlplane.Start(controlplane.Options{
-		Root: "..", Progress: os.Stderr, Webhooks: webhooks,
+		Root: "..", Progress: os.Stderr, Webhooks: webhooks, CRDPaths: crds,
 		Controllers: append(slices.Clone(controlplane.DeploymentControllers),
 			"statefulset-controller", "daemonset-controller", "disruption-controller"),
 		ControllerManagerFlags: []string{"--concurrent-deployment-syncs=10"},
@@ -70,6 +78,7 @@ func runSuite(m *testing.M) int {
 
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
+	_ = gatewayv1.Install(scheme)
 	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -157,6 +166,21 @@ defaults:
 		return 1
 	}
 	return m.Run()
+}
+
+// gatewayCRDs are the Gateway API's standard-channel CRDs that Gatehouse
+// reads, from the sigs.k8s.io/gateway-api module (go.mod pins it).
+func gatewayCRDs() ([]string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
+	if err != nil {
+		return nil, fmt.Errorf("find the gateway-api module: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	var paths []string
+	for _, kind := range []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"} {
+		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
+	}
+	return paths, nil
 }
 
 // matchConditions are the chart's: host-network Pods and Pods without a
