@@ -90,6 +90,11 @@ func TestHTTPRouteProtectsPods(t *testing.T) {
 		g.Expect(s.Annotations).To(gomega.HaveKeyWithValue(controllers.SecretAnnHTTPRoute, ns+"/shop"))
 		g.Expect(string(s.Data[controllers.SecretKeyPolicy])).To(gomega.ContainSubstring("team-a"))
 	}).WithTimeout(2 * wait).Should(gomega.Succeed())
+	st, err := controllers.Status(t.Context(), k8s, ns, "shop")
+	g.Expect(err).NotTo(gomega.HaveOccurred())
+	g.Expect(st).To(gomega.ConsistOf(gomega.And(
+		gomega.HaveField("Kind", "HTTPRoute"), gomega.HaveField("Protected", "yes"),
+		gomega.HaveField("Hosts", []string{"https://shop.example.com"}), gomega.HaveField("PodsProtected", 2))))
 }
 
 // TestHTTPRouteCrossNamespace: a backend in another namespace is protected

@@ -15,13 +15,19 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // IngressStatus is what gatehouse status shows for one Ingress: the
 // Ingress, its Secret (with the controller's own view), its Pods and its
 // Warning Events, read as a user with read access to the namespace would.
 type IngressStatus struct {
+	// Kind is Ingress or HTTPRoute; Namespace is where the Pods are (an
+	// HTTPRoute with backends in several namespaces has a line for each).
+	Kind            string
 	Namespace, Name string
 	// Protected is "yes", "no", "last-good" (an edit is refused, the last
 	// good settings stay in force) or "refused" (new Pods are refused).
@@ -39,8 +45,9 @@ type IngressStatus struct {
 	Rollout string
 }
 
-// Status reads the state of the Ingresses of namespace ns (every namespace
-// when ns is empty), or of the one named name.
+// Status reads the state of the Ingresses and HTTPRoutes of namespace ns
+// (every namespace when ns is empty), or of those named name. HTTPRoutes
+// are left out where the Gateway API is not installed.
 func Status(ctx context.Context, c client.Reader, ns, name string) ([]IngressStatus, error) {
 	var ings networkingv1.IngressList
 	if err := c.List(ctx, &ings, client.InNamespace(ns)); err != nil {
@@ -55,14 +62,43 @@ func Status(ctx context.Context, c client.Reader, ns, name string) ([]IngressSta
 		if name == "" && !hasGatehouseAnnotation(ing.Annotations) {
 			continue
 		}
-		st, err := statusOf(ctx, c, ing)
+		st, err := statusOf(ctx, c, frontendFromIngress(ing))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, st)
 	}
+	var routes gatewayv1.HTTPRouteList
+	err := c.List(ctx, &routes, client.InNamespace(ns))
+	switch {
+	case meta.IsNoMatchError(err) || runtime.IsNotRegisteredError(err) || apierrors.IsNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("list httproutes: %w", err)
+	}
+	r := &resolver{reader: c, routes: true}
+	for i := range routes.Items {
+		route := &routes.Items[i]
+		if (name != "" && route.Name != name) || (name == "" && !hasGatehouseAnnotation(route.Annotations)) {
+			continue
+		}
+		fronts, refused, err := r.frontendsOfRoute(ctx, route)
+		if err != nil {
+			return nil, err
+		}
+		for _, fe := range fronts {
+			st, err := statusOf(ctx, c, fe)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, st)
+		}
+		if len(refused) > 0 {
+			out = append(out, IngressStatus{Kind: KindHTTPRoute, Namespace: route.Namespace, Name: route.Name, Protected: "no",
+				Why: "backends " + strings.Join(refused, ", ") + " need a ReferenceGrant", Provider: "-"})
+		}
+	}
 	if name != "" && len(out) == 0 {
-		return nil, fmt.Errorf("ingress %s not found in namespace %s", name, ns)
+		return nil, fmt.Errorf("no Ingress or HTTPRoute %s in namespace %s", name, ns)
 	}
 	slices.SortFunc(out, func(a, b IngressStatus) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
@@ -79,13 +115,15 @@ func hasGatehouseAnnotation(ann map[string]string) bool {
 	return false
 }
 
-func statusOf(ctx context.Context, c client.Reader, ing *networkingv1.Ingress) (IngressStatus, error) {
-	fe := frontendFromIngress(ing)
-	st := IngressStatus{Namespace: ing.Namespace, Name: ing.Name, Protected: "no"}
+func statusOf(ctx context.Context, c client.Reader, fe frontend) (IngressStatus, error) {
+	st := IngressStatus{Kind: fe.Kind, Namespace: fe.Namespace, Name: fe.Name, Protected: "no"}
+	if fe.Kind == KindHTTPRoute && fe.RouteNamespace != fe.Namespace {
+		st.Name = fe.RouteNamespace + "/" + fe.Name
+	}
 	for _, h := range fe.Hosts {
 		st.Hosts = append(st.Hosts, h.origin())
 	}
-	pol, perr := parsePolicy(ing.Annotations)
+	pol, perr := parsePolicy(fe.Annotations)
 	switch {
 	case pol.ProviderSecret != "":
 		st.Provider = "secret/" + pol.ProviderSecret
@@ -95,12 +133,12 @@ func statusOf(ctx context.Context, c client.Reader, ing *networkingv1.Ingress) (
 		st.Provider = "(default)"
 	}
 	var secret corev1.Secret
-	err := c.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: secretName(ing.Name)}, &secret)
-	hasSecret := err == nil && secret.Labels[SecretLabelIngress] == ing.Name
+	err := c.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: secretName(fe.Key)}, &secret)
+	hasSecret := err == nil && secret.Labels[SecretLabelIngress] == fe.Key
 	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
 		return st, fmt.Errorf("read secret: %w", err)
 	}
-	_, asked := ing.Annotations[AnnEnabled]
+	_, asked := fe.Annotations[AnnEnabled]
 	switch {
 	case !pol.Enabled && (!asked || perr == nil):
 		st.Why = "gatehouse.dev/enabled is not \"true\""
@@ -124,11 +162,11 @@ func statusOf(ctx context.Context, c client.Reader, ing *networkingv1.Ingress) (
 	seen := map[string]bool{}
 	for _, b := range fe.Backends {
 		var svc corev1.Service
-		if err := c.Get(ctx, client.ObjectKey{Namespace: ing.Namespace, Name: b.Name}, &svc); err != nil || len(svc.Spec.Selector) == 0 {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: b.Name}, &svc); err != nil || len(svc.Spec.Selector) == 0 {
 			continue
 		}
 		var pods corev1.PodList
-		if err := c.List(ctx, &pods, client.InNamespace(ing.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+		if err := c.List(ctx, &pods, client.InNamespace(fe.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
 			return st, fmt.Errorf("list pods: %w", err)
 		}
 		for i := range pods.Items {
@@ -147,11 +185,15 @@ func statusOf(ctx context.Context, c client.Reader, ing *networkingv1.Ingress) (
 
 	if st.Problem == "" {
 		var evs eventsv1.EventList
-		if err := c.List(ctx, &evs, client.InNamespace(ing.Namespace)); err == nil {
+		evNS := fe.Namespace
+		if fe.Kind == KindHTTPRoute {
+			evNS = fe.RouteNamespace
+		}
+		if err := c.List(ctx, &evs, client.InNamespace(evNS)); err == nil {
 			var newest *eventsv1.Event
 			for i := range evs.Items {
 				e := &evs.Items[i]
-				if e.Type != corev1.EventTypeWarning || e.Regarding.Kind != "Ingress" || e.Regarding.Name != ing.Name {
+				if e.Type != corev1.EventTypeWarning || e.Regarding.Kind != fe.Kind || e.Regarding.Name != fe.Name {
 					continue
 				}
 				if newest == nil || lastSeen(e).After(lastSeen(newest)) {
@@ -180,7 +222,7 @@ func lastSeen(e *eventsv1.Event) time.Time {
 // WriteStatus prints statuses as a table, one Ingress a line.
 func WriteStatus(w io.Writer, statuses []IngressStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAMESPACE\tINGRESS\tPROTECTED\tPROVIDER\tHOSTS\tPODS\tSTALE\tROLLOUT\tPROBLEM")
+	fmt.Fprintln(tw, "NAMESPACE\tKIND\tNAME\tPROTECTED\tPROVIDER\tHOSTS\tPODS\tSTALE\tROLLOUT\tPROBLEM")
 	dash := func(s string) string {
 		if s == "" {
 			return "-"
@@ -192,7 +234,7 @@ func WriteStatus(w io.Writer, statuses []IngressStatus) error {
 		if s.Why != "" {
 			protected += " (" + s.Why + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", s.Namespace, s.Name, protected, s.Provider,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%s\n", s.Namespace, s.Kind, s.Name, protected, s.Provider,
 			dash(strings.Join(s.Hosts, ",")), s.PodsProtected, s.PodsTotal, s.PodsStale, dash(s.Rollout), dash(s.Problem))
 	}
 	return tw.Flush()

@@ -57,7 +57,7 @@ func TestStatusFlagsErrors(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"two names", []string{"status", "a", "b"}, "at most one Ingress name"},
+		{"two names", []string{"status", "a", "b"}, "at most one Ingress or HTTPRoute name"},
 		{"all with a namespace", []string{"status", "-A", "-n", "shop"}, "--all-namespaces"},
 		{"missing kubeconfig", []string{"status", "--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig"},
 	}

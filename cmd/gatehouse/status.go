@@ -14,13 +14,15 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 )
 
-const statusUsage = `Usage: gatehouse status [-n NAMESPACE | -A] [INGRESS]
+const statusUsage = `Usage: gatehouse status [-n NAMESPACE | -A] [NAME]
 
-Shows, for each Ingress with gatehouse.dev annotations (or the one named),
+Shows, for each Ingress and HTTPRoute with gatehouse.dev annotations (or
+those named NAME),
 whether Gatehouse protects it and why not, its provider and hosts, how many
 of the Pods behind it carry the sidecar and how many an older one (stale:
 they get the current one at their next rollout), the rollout in progress,
@@ -50,11 +52,11 @@ func runStatus(ctx context.Context, args []string, env func(string) (string, boo
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	if fs.NArg() > 1 {
-		return fmt.Errorf("%w: at most one Ingress name, got %q", errUsage, fs.Args())
+		return fmt.Errorf("%w: at most one Ingress or HTTPRoute name, got %q", errUsage, fs.Args())
 	}
 	name := fs.Arg(0)
 	if all && (namespace != "" || name != "") {
-		return fmt.Errorf("%w: --all-namespaces: takes neither --namespace nor an Ingress name", errUsage)
+		return fmt.Errorf("%w: --all-namespaces: takes neither --namespace nor a name", errUsage)
 	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.Precedence = nil
@@ -76,6 +78,9 @@ func runStatus(ctx context.Context, args []string, env func(string) (string, boo
 	}
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := gatewayv1.Install(scheme); err != nil {
 		return err
 	}
 	c, err := client.New(restConfig, client.Options{Scheme: scheme})
