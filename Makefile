@@ -25,6 +25,11 @@ demo: build $(IDP_DEPS) ## Run the demo: local control plane, controller, real I
 	go build -o bin/demo ./hack/demo
 	bin/demo
 
+.PHONY: demo-gateway-api
+demo-gateway-api: build $(IDP_DEPS) ## The demo with the sample app behind a Gateway API HTTPRoute instead of an Ingress
+	go build -o bin/demo ./hack/demo
+	bin/demo -gateway-api
+
 .PHONY: build
 build: ## Build bin/gatehouse and bin/gatehouse-sidecar (static, version stamped)
 	$(GO_BUILD) -o bin/gatehouse ./cmd/gatehouse

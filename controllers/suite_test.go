@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -58,7 +56,7 @@ func runSuite(m *testing.M) int {
 	// kube-controller-manager makes Deployments, StatefulSets and
 	// DaemonSets really yield Pods (Pending: no scheduler, no kubelet),
 	// collects garbage and keeps PodDisruptionBudgets' status.
-	crds, err := gatewayCRDs()
+	crds, err := controlplane.GatewayAPICRDs("..")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -166,21 +164,6 @@ defaults:
 		return 1
 	}
 	return m.Run()
-}
-
-// gatewayCRDs are the Gateway API's standard-channel CRDs that Gatehouse
-// reads, from the sigs.k8s.io/gateway-api module (go.mod pins it).
-func gatewayCRDs() ([]string, error) {
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api").Output()
-	if err != nil {
-		return nil, fmt.Errorf("find the gateway-api module: %w", err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
-	var paths []string
-	for _, kind := range []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"} {
-		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
-	}
-	return paths, nil
 }
 
 // matchConditions are the chart's: host-network Pods and Pods without a

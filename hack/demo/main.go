@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -31,6 +32,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	opts := demo.Options{Root: root, Out: os.Stdout}
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.BoolVar(&opts.GatewayAPI, "gateway-api", false, "put the sample app behind a Gateway API HTTPRoute instead of an Ingress")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return err
+	}
 	for name, p := range map[string]*int{"PROXY_PORT": &opts.ProxyPort, "APP_PORT": &opts.AppPort, "IDP_PORT": &opts.IdPPort, "METRICS_PORT": &opts.MetricsPort} {
 		if v := os.Getenv(name); v != "" {
 			if *p, err = strconv.Atoi(v); err != nil {

@@ -209,3 +209,21 @@ func StopProcess(p *os.Process, done <-chan struct{}) error {
 		return err
 	}
 }
+
+// GatewayAPICRDs are the Gateway API's standard-channel CRDs Gatehouse
+// reads (GatewayClass, Gateway, HTTPRoute, ReferenceGrant), from the
+// sigs.k8s.io/gateway-api module that go.mod pins, for Options.CRDPaths.
+func GatewayAPICRDs(root string) ([]string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("find the gateway-api module: %w", err)
+	}
+	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	var paths []string
+	for _, kind := range []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"} {
+		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
+	}
+	return paths, nil
+}

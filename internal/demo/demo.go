@@ -38,6 +38,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/controllers"
 	"github.com/gatehouse-dev/gatehouse/e2e/idp"
 	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // What the demo creates.
@@ -68,6 +69,9 @@ type Options struct {
 	ProxyPort, AppPort, IdPPort, MetricsPort int
 	// Out receives the steps as they happen.
 	Out io.Writer
+	// GatewayAPI puts the sample app behind an annotated Gateway API
+	// HTTPRoute (and a Gateway) instead of an Ingress.
+	GatewayAPI bool
 }
 
 // Demo is a running demo.
@@ -124,13 +128,20 @@ func (d *Demo) start(ctx context.Context) (err error) {
 
 	d.step("Starting the local control plane (etcd, kube-apiserver, kube-controller-manager)")
 	d.say("the first run builds them from the Go module proxy, about ten minutes on two cores")
+	var crds []string
+	if opts.GatewayAPI {
+		if crds, err = controlplane.GatewayAPICRDs(opts.Root); err != nil {
+			return err
+		}
+	}
 	if d.cp, err = controlplane.Start(controlplane.Options{
-		Root: opts.Root, Progress: opts.Out, Controllers: controlplane.DeploymentControllers,
+		Root: opts.Root, Progress: opts.Out, Controllers: controlplane.DeploymentControllers, CRDPaths: crds,
 	}); err != nil {
 		return err
 	}
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
+	_ = gatewayv1.Install(scheme)
 	if d.k8s, err = client.New(d.cp.Config, client.Options{Scheme: scheme}); err != nil {
 		return err
 	}
@@ -279,13 +290,18 @@ defaults:
 // deployApp creates the sample app's Deployment, Service and annotated
 // Ingress, waits for the Pod the webhook injected and prints its spec.
 func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
-	d.step("Deploying the sample app %s/%s and annotating its Ingress", AppNamespace, AppName)
+	front := "Ingress"
+	if d.opts.GatewayAPI {
+		front = "HTTPRoute"
+	}
+	d.step("Deploying the sample app %s/%s and annotating its %s", AppNamespace, AppName, front)
 	labels := map[string]string{"app": AppName}
+	annotations := map[string]string{
+		controllers.AnnEnabled:       "true",
+		controllers.AnnAllowedGroups: AllowedGroup,
+	}
 	ing := &networkingv1.Ingress{
-		ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace, Annotations: map[string]string{
-			controllers.AnnEnabled:       "true",
-			controllers.AnnAllowedGroups: AllowedGroup,
-		}},
+		ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace, Annotations: annotations},
 		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{
 			Host: Host,
 			IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: []networkingv1.HTTPIngressPath{{
@@ -304,7 +320,6 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 				Name: "http", Port: 80, TargetPort: intstr.FromString("http"),
 			}}},
 		},
-		ing,
 		&appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace},
 			Spec: appsv1.DeploymentSpec{
@@ -320,13 +335,41 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 			},
 		},
 	}
+	shown := []client.Object{ing}
+	if d.opts.GatewayAPI {
+		// A plain-HTTP listener for the demo's host; the route takes its
+		// host from it.
+		gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: AppNamespace}, Spec: gatewayv1.GatewaySpec{
+			GatewayClassName: "demo",
+			Listeners: []gatewayv1.Listener{{Name: "http", Hostname: ptr.To(gatewayv1.Hostname(Host)), Port: 80, Protocol: gatewayv1.HTTPProtocolType}},
+		}}
+		route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace, Annotations: annotations}, Spec: gatewayv1.HTTPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "demo"}}},
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{{BackendRef: gatewayv1.BackendRef{
+				BackendObjectReference: gatewayv1.BackendObjectReference{Name: AppName, Port: ptr.To[gatewayv1.PortNumber](80)},
+			}}}}},
+		}}
+		shown = []client.Object{gw, route}
+	}
+	objs = append(objs, shown...)
 	for _, obj := range objs {
 		if err := d.k8s.Create(ctx, obj); err != nil {
 			return nil, fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
-	ingYAML, _ := yaml.Marshal(map[string]any{"metadata": map[string]any{"annotations": ing.Annotations}, "spec": ing.Spec})
-	d.say("Ingress %s/%s:\n%s", AppNamespace, AppName, indent(string(ingYAML)))
+	for _, obj := range shown {
+		var spec any
+		switch o := obj.(type) {
+		case *networkingv1.Ingress:
+			spec = o.Spec
+		case *gatewayv1.Gateway:
+			spec = o.Spec
+		case *gatewayv1.HTTPRoute:
+			spec = o.Spec
+		}
+		out, _ := yaml.Marshal(map[string]any{"metadata": map[string]any{"annotations": obj.GetAnnotations()}, "spec": spec})
+		d.say("%T %s/%s:\n%s", obj, AppNamespace, obj.GetName(), indent(string(out)))
+	}
 
 	d.step("Waiting for the Deployment's Pod, with the sidecar the webhook injected")
 	var pod corev1.Pod
@@ -357,7 +400,8 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 }
 
 // runSidecar starts the sample app and the injected sidecar's command line
-// next to it, with the per-Ingress Secret's files in a local directory.
+// next to it, with the files of the Secret the Pod mounts in a local
+// directory.
 func (d *Demo) runSidecar(ctx context.Context, pod *corev1.Pod) error {
 	d.step("Running the injected sidecar's command line in front of the sample app")
 	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == controllers.SidecarName })
@@ -365,8 +409,13 @@ func (d *Demo) runSidecar(ctx context.Context, pod *corev1.Pod) error {
 	d.SidecarArgs = append(slices.Clone(sidecar.Command), sidecar.Args...)
 
 	var secret corev1.Secret
-	key := client.ObjectKey{Namespace: AppNamespace, Name: "gatehouse-" + AppName}
-	err := d.wait(ctx, "the per-Ingress Secret "+key.String(), func() (bool, error) {
+	key := client.ObjectKey{Namespace: AppNamespace}
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == controllers.SecretVolumeName && v.Secret != nil {
+			key.Name = v.Secret.SecretName
+		}
+	}
+	err := d.wait(ctx, "the sidecar's Secret "+key.String(), func() (bool, error) {
 		err := d.k8s.Get(ctx, key, &secret)
 		if apierrors.IsNotFound(err) {
 			return false, nil
