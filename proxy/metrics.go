@@ -127,7 +127,7 @@ func (m *metrics) count(result string) { m.byResult[result].Inc() }
 func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	b := bufio.NewWriter(w)
-	defer b.Flush()
+	defer func() { _ = b.Flush() }() // a client gone away is no error of ours
 	e := expo{b}
 	e.vec("gatehouse_proxy_authz_denied_total", "Authenticated requests refused, by the rule that failed.", "rule", &m.decisions)
 	e.counter("gatehouse_proxy_backchannel_logouts_total", "Valid back-channel logout tokens processed.", &m.backchannelLogouts)
@@ -146,11 +146,11 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 type expo struct{ w *bufio.Writer }
 
 func (e expo) head(name, help, kind string) {
-	e.w.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + kind + "\n")
+	_, _ = e.w.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + kind + "\n")
 }
 
 func (e expo) sample(name, labels string, v float64) {
-	e.w.WriteString(name + labels + " " + strconv.FormatFloat(v, 'g', -1, 64) + "\n")
+	_, _ = e.w.WriteString(name + labels + " " + strconv.FormatFloat(v, 'g', -1, 64) + "\n")
 }
 
 func (e expo) counter(name, help string, c *counter) {
@@ -226,7 +226,7 @@ func (e expo) runtime() {
 	e.gauge("go_goroutines", "Number of goroutines that currently exist.", val(0))
 	e.gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and currently in use.", val(1))
 	e.gauge("go_memstats_sys_bytes", "Number of bytes obtained from system.", val(2))
-	e.w.WriteString("# HELP go_gc_cycles_total Number of completed GC cycles.\n# TYPE go_gc_cycles_total counter\n")
+	_, _ = e.w.WriteString("# HELP go_gc_cycles_total Number of completed GC cycles.\n# TYPE go_gc_cycles_total counter\n")
 	e.sample("go_gc_cycles_total", "", val(3))
 	e.gauge("go_gc_gogc_percent", "Heap size target percentage configured by the user, otherwise 100.", val(4))
 	e.gauge("go_gc_gomemlimit_bytes", "Go runtime memory limit configured by the user, otherwise math.MaxInt64.", val(5))
@@ -256,7 +256,7 @@ func (e expo) process(start time.Time) {
 				stime, _ := strconv.ParseFloat(f[12], 64)
 				vsize, _ := strconv.ParseFloat(f[20], 64)
 				rss, _ := strconv.ParseFloat(f[21], 64)
-				e.w.WriteString("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n")
+				_, _ = e.w.WriteString("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n")
 				e.sample("process_cpu_seconds_total", "", (utime+stime)/ticks)
 				e.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss*float64(os.Getpagesize()))
 				e.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vsize)

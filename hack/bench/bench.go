@@ -408,8 +408,12 @@ func (b *bench) logoutPropagation(ctx context.Context, redisURL string) (propaga
 			return prop, pa.failure(fmt.Errorf("log in: %w", err))
 		}
 		for range 2 {
-			if code, err := status(cookie.header); err != nil || code != http.StatusOK {
-				return prop, pb.failure(fmt.Errorf("replica b with a's session: status %d, %v", code, err))
+			code, err := status(cookie.header)
+			if err != nil {
+				return prop, pb.failure(fmt.Errorf("replica b with a's session: %w", err))
+			}
+			if code != http.StatusOK {
+				return prop, pb.failure(fmt.Errorf("replica b with a's session: status %d, want 200", code))
 			}
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseA+"/_gatehouse/logout", nil)

@@ -33,11 +33,10 @@ var errRESP = errors.New("malformed RESP reply")
 
 // writeCommand writes args as one RESP command.
 func writeCommand(w *bufio.Writer, args ...string) error {
-	w.WriteString("*" + strconv.Itoa(len(args)) + "\r\n")
+	// A bufio.Writer's errors are sticky: Flush reports any of them.
+	_, _ = w.WriteString("*" + strconv.Itoa(len(args)) + "\r\n")
 	for _, a := range args {
-		w.WriteString("$" + strconv.Itoa(len(a)) + "\r\n")
-		w.WriteString(a)
-		w.WriteString("\r\n")
+		_, _ = w.WriteString("$" + strconv.Itoa(len(a)) + "\r\n" + a + "\r\n")
 	}
 	return w.Flush()
 }
