@@ -393,15 +393,9 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return nil
 	})
 	pods := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		var svcs corev1.ServiceList
-		if err := c.List(ctx, &svcs, client.InNamespace(obj.GetNamespace())); err != nil {
-			return nil
-		}
 		var reqs []reconcile.Request
-		for i := range svcs.Items {
-			if selects(&svcs.Items[i], obj.GetLabels()) {
-				reqs = append(reqs, byService(ctx, obj.GetNamespace(), svcs.Items[i].Name)...)
-			}
+		for _, svc := range servicesSelecting(ctx, c, obj) {
+			reqs = append(reqs, byService(ctx, obj.GetNamespace(), svc)...)
 		}
 		return reqs
 	})
@@ -411,7 +405,7 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, secrets).
 		Watches(&corev1.Service{}, services).
 		Watches(&corev1.Pod{}, pods).
-		Watches(&gatewayv1.Gateway{}, allEnabled).
-		Watches(&gatewayv1.ReferenceGrant{}, allEnabled).
+		Watches(&gatewayv1.Gateway{}, allEnabled, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&gatewayv1.ReferenceGrant{}, allEnabled, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)
 }

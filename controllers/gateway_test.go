@@ -83,10 +83,10 @@ func TestHTTPRouteProtectsPods(t *testing.T) {
 			g.Expect(sc).NotTo(gomega.BeNil())
 			g.Expect(sc.Args).To(gomega.ContainElement("--redirect-url=https://shop.example.com/_gatehouse/callback"))
 			g.Expect(sc.Args).NotTo(gomega.ContainElement("--cookie-secure=false"))
-			g.Expect(mountedSecret(&p)).To(gomega.Equal("gatehouse-httproute-" + ns + "-shop"))
+			g.Expect(mountedSecret(&p)).To(gomega.Equal("gatehouse-httproute." + ns + ".shop"))
 		}
 		var s corev1.Secret
-		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-httproute-" + ns + "-shop"}, &s)).To(gomega.Succeed())
+		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "gatehouse-httproute." + ns + ".shop"}, &s)).To(gomega.Succeed())
 		g.Expect(s.Annotations).To(gomega.HaveKeyWithValue(controllers.SecretAnnHTTPRoute, ns+"/shop"))
 		g.Expect(string(s.Data[controllers.SecretKeyPolicy])).To(gomega.ContainSubstring("team-a"))
 	}).WithTimeout(2 * wait).Should(gomega.Succeed())
@@ -117,7 +117,7 @@ func TestHTTPRouteCrossNamespace(t *testing.T) {
 		From: []gatewayv1.ReferenceGrantFrom{{Group: gatewayv1.GroupName, Kind: "HTTPRoute", Namespace: gatewayv1.Namespace(front)}},
 		To:   []gatewayv1.ReferenceGrantTo{{Group: "", Kind: "Service"}},
 	}})
-	secret := "gatehouse-httproute-" + front + "-api"
+	secret := "gatehouse-httproute." + front + ".api"
 	g.Eventually(func(g gomega.Gomega) {
 		var s corev1.Secret
 		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: back, Name: secret}, &s)).To(gomega.Succeed())
@@ -179,7 +179,7 @@ func TestIngressToHTTPRouteMigration(t *testing.T) {
 
 	create(t, gateway(ns, "public", true, "shop.example.com"))
 	create(t, httpRoute(ns, "shop", ann, "public", []string{"shop.example.com"}, "shop", ""))
-	routeSecret := "gatehouse-httproute-" + ns + "-shop"
+	routeSecret := "gatehouse-httproute." + ns + ".shop"
 	g.Eventually(func(g gomega.Gomega) {
 		var s corev1.Secret
 		g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: routeSecret}, &s)).To(gomega.Succeed())

@@ -33,8 +33,8 @@ import (
 const (
 	// rolloutWait is how often a rollout in progress is looked at again.
 	rolloutWait = 5 * time.Second
-	// replacementWait bounds how long a rollout waits for an evicted
-	// Pod's replacement to appear.
+	// replacementWait is how long a rollout waits for an evicted Pod's
+	// replacement before it reports the rollout blocked.
 	replacementWait = 2 * time.Minute
 	// problemRepeat is how often a lasting problem's Warning Event is
 	// emitted again: Events expire after an hour.
@@ -42,6 +42,9 @@ const (
 	// providerResync is how often a protected Ingress is reconciled
 	// without a change, to copy rotated provider secrets.
 	providerResync = 5 * time.Minute
+	// forgottenSize is when a rollout stops waiting for an evicted Pod's
+	// replacement and takes the workload as scaled down.
+	forgottenSize = 20 * time.Minute
 	// Backoff of a rollout that a PodDisruptionBudget refuses.
 	minBlockedBackoff = 5 * time.Second
 	maxBlockedBackoff = 5 * time.Minute
@@ -68,10 +71,13 @@ type IngressReconciler struct {
 	rollouts map[string]*rolloutState
 }
 
-// rolloutState is one set of Pods' rollout: one eviction at a time.
+// rolloutState is the rollout of one controller's Pods: one eviction at a
+// time.
 type rolloutState struct {
 	mu           sync.Mutex // held while the set is looked at and evicted from
 	lastEviction time.Time
+	// size is how many Pods the controller had at the last eviction.
+	size         int
 	backoff      time.Duration
 	blockedUntil time.Time
 }
@@ -440,7 +446,7 @@ func (r *IngressReconciler) retire(ctx context.Context, ns, name string, obj cli
 		}
 		switch out.kind {
 		case verdictInject, verdictLastGood:
-			if out.spec.compare(p) == sidecarOutdated {
+			if out.spec.compare(p, out.portName) == sidecarOutdated {
 				outdated = append(outdated, *p)
 			}
 		case verdictNone:
@@ -462,7 +468,7 @@ func (r *IngressReconciler) retire(ctx context.Context, ns, name string, obj cli
 	}
 	result := ctrl.Result{}
 	if len(outdated) > 0 && (obj == nil || obj.GetAnnotations()[AnnRollout] != RolloutManual) {
-		st, err := r.replaceOne(ctx, ns+"/frontend:"+name, obj, set, outdated)
+		st, err := r.replaceOne(ctx, obj, set, outdated)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -487,7 +493,8 @@ func (r *IngressReconciler) collectSecret(ctx context.Context, ns, name string, 
 	case mounted && err == nil:
 		patch = map[string]any{SecretAnnUnusedSince: nil}
 	case mounted:
-		return requeueWithin(result, rolloutWait), nil
+		// Pods going away wake the reconciler up anyway.
+		return requeueWithin(result, time.Minute), nil
 	case err != nil:
 		patch = map[string]any{SecretAnnUnusedSince: r.now().UTC().Format(time.RFC3339)}
 	case r.now().Sub(since) >= r.secretRetention:
@@ -571,11 +578,16 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe fronte
 			}
 			continue
 		case verdictPending:
+			// Admitted plain until the Secret exists: counted, so that a
+			// Secret that cannot be made shows in the metric.
 			pending = true
+			if out.spec.compare(p, out.portName) == sidecarMissing {
+				st.outdated++
+			}
 			continue
 		case verdictDeny:
 			// Its replacement would be refused: never evict into that.
-			if out.spec.compare(p) == sidecarMissing {
+			if out.spec.compare(p, out.portName) == sidecarMissing {
 				st.outdated++
 			}
 			continue
@@ -590,7 +602,7 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe fronte
 		spec := out.spec
 		spec.Resources = fitLimitRanges(spec.Resources, ranges)
 		set = append(set, *p)
-		switch spec.compare(p) {
+		switch spec.compare(p, out.portName) {
 		case sidecarMissing, sidecarOutdated:
 			outdated = append(outdated, *p)
 		case sidecarStale:
@@ -607,12 +619,17 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe fronte
 	if len(outdated) == 0 {
 		return st, nil
 	}
+	if !r.scope.covers(fe.Namespace) {
+		st.requeue = rolloutWait
+		st.message = fmt.Sprintf("waiting for the webhook to cover namespace %s before replacing %d Pod(s)", fe.Namespace, len(outdated))
+		return st, nil
+	}
 	if fe.Annotations[AnnRollout] == RolloutManual {
 		r.warn(fe.Object, ReasonUnprotectedPods, fmt.Sprintf("%d Pod(s) of Service %s run without the current sidecar and gatehouse.dev/rollout is manual: restart them (kubectl rollout restart)", len(outdated), svc.Name))
 		st.message = fmt.Sprintf("%d Pod(s) of Service %s wait for a manual restart", len(outdated), svc.Name)
 		return st, nil
 	}
-	ev, err := r.replaceOne(ctx, fe.Namespace+"/"+svc.Name, fe.Object, set, outdated)
+	ev, err := r.replaceOne(ctx, fe.Object, set, outdated)
 	if err != nil {
 		return st, err
 	}
@@ -632,31 +649,16 @@ type eviction struct {
 	message string
 }
 
-// replaceOne evicts one outdated Pod of the set named key: a Pod that is
-// not Ready first (evicting it costs no capacity); otherwise the first
-// one, once the previous eviction's replacement exists and every Pod of
-// the set is Ready. Pods without a controlling owner are never evicted:
-// nothing would recreate them; they are reported instead. A
-// PodDisruptionBudget's refusal backs off, up to maxBlockedBackoff. obj may
-// be nil (a deleted front door): then nothing is reported on it.
-func (r *IngressReconciler) replaceOne(ctx context.Context, key string, obj client.Object, set, outdated []corev1.Pod) (eviction, error) {
-	r.mu.Lock()
-	if r.rollouts == nil {
-		r.rollouts = map[string]*rolloutState{}
-	}
-	st, ok := r.rollouts[key]
-	if !ok {
-		st = &rolloutState{}
-		r.rollouts[key] = st
-	}
-	r.mu.Unlock()
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	now := r.now()
-	if now.Before(st.blockedUntil) {
-		return eviction{blocked: true, requeue: st.blockedUntil.Sub(now), message: "a PodDisruptionBudget refused the last eviction; retrying later"}, nil
-	}
-
+// replaceOne evicts one outdated Pod: a Pod that is not Ready first
+// (evicting it costs no capacity); otherwise one whose siblings (the Pods
+// of its controller) are all there and Ready, the previous eviction's
+// replacement included. One rollout state per controller, whichever front
+// door asks, so that two front doors of one app never evict at once. Pods
+// without a controlling owner are never evicted: nothing would recreate
+// them; they are reported instead. A PodDisruptionBudget's refusal backs
+// off, up to maxBlockedBackoff. obj may be nil (a deleted front door):
+// then nothing is reported on it.
+func (r *IngressReconciler) replaceOne(ctx context.Context, obj client.Object, set, outdated []corev1.Pod) (eviction, error) {
 	var managed []corev1.Pod
 	var unmanaged []string
 	for _, p := range outdated {
@@ -677,14 +679,52 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, obj clie
 	// Not Ready first.
 	slices.SortStableFunc(managed, func(a, b corev1.Pod) int { return boolCmp(podReady(&a), podReady(&b)) })
 	victim := managed[0]
-	if podReady(&victim) {
-		if !st.lastEviction.IsZero() && now.Sub(st.lastEviction) < replacementWait && !slices.ContainsFunc(set, func(p corev1.Pod) bool {
-			return p.CreationTimestamp.After(st.lastEviction.Add(-time.Second))
-		}) {
-			ev.requeue = rolloutWait // the replacement is not there yet
-			return ev, nil
+	owner := metav1.GetControllerOf(&victim).UID
+	var siblings []corev1.Pod
+	for _, p := range set {
+		if o := metav1.GetControllerOf(&p); o != nil && o.UID == owner {
+			siblings = append(siblings, p)
 		}
-		for _, p := range set {
+	}
+
+	key := victim.Namespace + "/" + string(owner)
+	r.mu.Lock()
+	if r.rollouts == nil {
+		r.rollouts = map[string]*rolloutState{}
+	}
+	st, ok := r.rollouts[key]
+	if !ok {
+		st = &rolloutState{}
+		r.rollouts[key] = st
+	}
+	r.mu.Unlock()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	now := r.now()
+	if now.Before(st.blockedUntil) {
+		return eviction{blocked: true, requeue: st.blockedUntil.Sub(now), message: "a PodDisruptionBudget refused the last eviction; retrying later"}, nil
+	}
+	if podReady(&victim) {
+		if st.size > 0 && len(siblings) < st.size {
+			// The last eviction's replacement is not there: evicting more
+			// would drain the app if it never comes (a quota, a refused
+			// Pod). After forgottenSize the size is forgotten, as the
+			// workload may have been scaled down.
+			waited := now.Sub(st.lastEviction)
+			ev.requeue = rolloutWait
+			switch {
+			case waited > forgottenSize:
+				st.size = 0
+			case waited > replacementWait:
+				ev.blocked = true
+				ev.message = fmt.Sprintf("the replacement of a Pod evicted %s ago has not appeared; no further Pod is evicted until it does", waited.Round(time.Second))
+				r.warn(obj, ReasonRolloutBlocked, ev.message)
+				return ev, nil
+			default:
+				return ev, nil
+			}
+		}
+		for _, p := range siblings {
 			if !podReady(&p) {
 				ev.requeue = rolloutWait // wait for the replacement
 				return ev, nil
@@ -706,7 +746,7 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, obj clie
 		return ev, fmt.Errorf("evict pod %s: %w", victim.Name, err)
 	}
 	st.backoff, st.blockedUntil = 0, time.Time{}
-	st.lastEviction = now
+	st.lastEviction, st.size = now, len(siblings)
 	r.metrics.replaced.Inc()
 	if obj != nil {
 		r.recorder.Eventf(obj, nil, corev1.EventTypeNormal, ReasonPodReplaced, "Rollout", "evicted Pod %s so that its replacement runs the current sidecar (%d left)", victim.Name, len(managed)-1)
@@ -714,6 +754,26 @@ func (r *IngressReconciler) replaceOne(ctx context.Context, key string, obj clie
 	ctrl.LoggerFrom(ctx).Info("Pod evicted for rollout", "pod", victim.Name, "left", len(managed)-1)
 	ev.requeue = rolloutWait
 	return ev, nil
+}
+
+// servicesSelecting names the Services of obj's namespace whose selector
+// matches its labels, found through the selector index; none on error
+// (a watch handler cannot return one).
+func servicesSelecting(ctx context.Context, c client.Reader, obj client.Object) []string {
+	podLabels := labels.Set(obj.GetLabels())
+	var out []string
+	for k, v := range obj.GetLabels() {
+		var svcs corev1.ServiceList
+		if err := c.List(ctx, &svcs, client.InNamespace(obj.GetNamespace()), client.MatchingFields{indexServiceSelector: k + "=" + v}, client.UnsafeDisableDeepCopy); err != nil {
+			return out
+		}
+		for i := range svcs.Items {
+			if !slices.Contains(out, svcs.Items[i].Name) && selects(&svcs.Items[i], podLabels) {
+				out = append(out, svcs.Items[i].Name)
+			}
+		}
+	}
+	return out
 }
 
 func boolCmp(a, b bool) int {
@@ -775,20 +835,8 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		if name := obj.GetAnnotations()[PodAnnIngress]; name != "" && !strings.HasPrefix(name, routeKeyPrefix) {
 			reqs = append(reqs, request(obj.GetNamespace(), name))
 		}
-		podLabels := labels.Set(obj.GetLabels())
-		seen := map[string]bool{}
-		for k, v := range obj.GetLabels() {
-			var svcs corev1.ServiceList
-			if err := c.List(ctx, &svcs, client.InNamespace(obj.GetNamespace()), client.MatchingFields{indexServiceSelector: k + "=" + v}); err != nil {
-				return reqs
-			}
-			for i := range svcs.Items {
-				if seen[svcs.Items[i].Name] || !selects(&svcs.Items[i], podLabels) {
-					continue
-				}
-				seen[svcs.Items[i].Name] = true
-				reqs = append(reqs, byService(ctx, obj.GetNamespace(), svcs.Items[i].Name)...)
-			}
+		for _, svc := range servicesSelecting(ctx, c, obj) {
+			reqs = append(reqs, byService(ctx, obj.GetNamespace(), svc)...)
 		}
 		return reqs
 	})

@@ -123,6 +123,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		webhookName: cfg.WebhookConfiguration,
 		namespace:   cfg.Namespace,
 		routes:      routes,
+		resolver:    res,
 		log:         opts.Log.WithName("webhook-scope"),
 	}
 	if err := scope.SetupWithManager(mgr); err != nil {

@@ -88,6 +88,11 @@ func decide(members []member, image string) outcome {
 			problem, reason = fmt.Sprintf("%s and %s reach the app through different ports (%s, %s)", first.fe.key(), m.fe.key(), first.portName, m.portName), ReasonConflict
 		case !sameSettings(m.res.Spec, first.res.Spec):
 			problem, reason = fmt.Sprintf("%s and %s are in front of the same app with different settings; make them agree (only hosts may differ)", first.fe.key(), m.fe.key()), ReasonConflict
+		case m.res.Spec.secure() != first.res.Spec.secure():
+			// One sidecar's cookies are Secure (and __Host-) for every host
+			// or for none: merging would drop Secure on the https hosts and
+			// rename the cookie, logging everyone out.
+			problem, reason = fmt.Sprintf("%s and %s are in front of the same app, one over https only and one not; cookies cannot be Secure for some hosts only, so give both TLS (or %s: https) or keep them apart", first.fe.key(), m.fe.key(), AnnExternalScheme), ReasonConflict
 		}
 		if problem != "" {
 			break

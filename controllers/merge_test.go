@@ -93,6 +93,11 @@ func TestDecide(t *testing.T) {
 			[]member{withSecret(good("a", 1, "https://a.example.com")), blocked(withSecret(good("b", 2, "https://b.example.com")))},
 			verdictLastGood, "a", []string{"https://a.example.com", "https://b.example.com"},
 		},
+		{
+			"https and plain http hosts: the last good stays",
+			[]member{withSecret(good("a", 1, "https://a.example.com")), good("b", 2, "http://b.internal")},
+			verdictLastGood, "a", []string{"https://a.example.com"},
+		},
 		{"refused from the start: Pods refused", []member{blocked(good("a", 1, "https://a.example.com"))}, verdictDeny, "", nil},
 		{
 			"conflict and never a Secret: Pods refused",
@@ -198,26 +203,29 @@ func TestCompare(t *testing.T) {
 	spec := testSpec(SecretMountPath)
 	pod := appPod()
 	inject(pod, spec, "http")
-	if got := spec.compare(pod); got != sidecarCurrent {
+	if got := spec.compare(pod, "http"); got != sidecarCurrent {
 		t.Fatalf("freshly injected: %d", got)
 	}
 	upgraded := spec
 	upgraded.Image = "ghcr.io/gatehouse-dev/gatehouse:v1.1.0"
-	if got := upgraded.compare(pod); got != sidecarStale {
+	if got := upgraded.compare(pod, "http"); got != sidecarStale {
 		t.Errorf("after an upgrade: %d, want stale", got)
 	}
 	older := pod.DeepCopy()
 	older.Annotations[PodAnnConfigHash] = "0123456789abcdef" // an earlier release's hash
-	if got := spec.compare(older); got != sidecarCurrent {
+	if got := spec.compare(older, "http"); got != sidecarCurrent {
 		t.Errorf("same command line, older hash: %d, want current", got)
 	}
 	moved := spec
 	moved.IssuerURL = "https://other.example.com"
-	if got := moved.compare(older); got != sidecarOutdated {
+	if got := moved.compare(older, "http"); got != sidecarOutdated {
 		t.Errorf("another issuer: %d, want outdated", got)
 	}
-	if got := spec.compare(appPod()); got != sidecarMissing {
+	if got := spec.compare(appPod(), "http"); got != sidecarMissing {
 		t.Errorf("plain Pod: %d", got)
+	}
+	if got := spec.compare(pod, "grpc"); got != sidecarOutdated {
+		t.Errorf("the Service now targets another port: %d, want outdated", got)
 	}
 }
 

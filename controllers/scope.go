@@ -51,12 +51,16 @@ type scopeKeeper struct {
 	webhookName string
 	namespace   string // the controller's own
 	routes      bool   // the Gateway API is installed
+	resolver    *resolver
 	log         logr.Logger
 
 	mu sync.Mutex // guards others
 	// others is the namespaceSelector without the owned requirement, as
 	// last read; nil before the first read.
 	others *metav1.LabelSelector
+	// covered are the namespaces the owned requirement lists, as last
+	// read or written.
+	covered map[string]bool
 }
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;patch
@@ -82,8 +86,21 @@ func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 			return ctrl.Result{}, err
 		}
 		for i := range routes.Items {
-			if enabledValue(routes.Items[i].Annotations) {
-				routeNamespaces = append(routeNamespaces, backendNamespaces(&routes.Items[i])...)
+			route := &routes.Items[i]
+			if !enabledValue(route.Annotations) {
+				continue
+			}
+			// Only where a ReferenceGrant lets the route in: a route
+			// author must not widen the fail-closed scope to namespaces
+			// that never agreed.
+			for _, b := range serviceBackendRefs(route) {
+				ok, err := k.resolver.referenceAllowed(ctx, route, b.ns, b.name)
+				if err != nil {
+					return ctrl.Result{}, err
+				}
+				if ok {
+					routeNamespaces = append(routeNamespaces, b.ns)
+				}
 			}
 		}
 	}
@@ -108,11 +125,20 @@ func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 			k.others = others.rest
 			k.mu.Unlock()
 		}
+		if changed {
+			if err := k.writer.Patch(ctx, &wh, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+				return err
+			}
+		}
+		covered := map[string]bool{}
+		for _, ns := range want {
+			covered[ns] = true
+		}
+		k.mu.Lock()
+		k.covered = covered
+		k.mu.Unlock()
 		if !changed {
 			return nil
-		}
-		if err := k.writer.Patch(ctx, &wh, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return err
 		}
 		ctrl.LoggerFrom(ctx).Info("Webhook scope updated", "webhook", k.webhookName, "namespaces", len(want))
 		return nil
@@ -232,6 +258,19 @@ func (k *scopeKeeper) excludes(ctx context.Context, ns string) bool {
 	return !sel.Matches(labels.Set(n.Labels))
 }
 
+// covers reports whether the webhook's namespace list holds ns, as last
+// read or written; always true without a webhook configuration to keep.
+// A rollout waits for it: a Pod evicted before then would come back
+// plain, and be evicted again.
+func (k *scopeKeeper) covers(ns string) bool {
+	if k.webhookName == "" {
+		return true
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.covered[ns]
+}
+
 // SetupWithManager registers the keeper: any Ingress or Namespace change
 // asks for the one request.
 func (k *scopeKeeper) SetupWithManager(mgr ctrl.Manager) error {
@@ -243,7 +282,7 @@ func (k *scopeKeeper) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&networkingv1.Ingress{}, one).
 		Watches(&corev1.Namespace{}, one)
 	if k.routes {
-		b = b.Watches(&gatewayv1.HTTPRoute{}, one)
+		b = b.Watches(&gatewayv1.HTTPRoute{}, one).Watches(&gatewayv1.ReferenceGrant{}, one)
 	}
 	return b.Complete(k)
 }

@@ -62,8 +62,9 @@ func (s sidecarSpec) secure() bool {
 
 // secretName is the per-Ingress Secret's name.
 func secretName(key string) string {
-	// Route keys hold underscores, which a Secret name cannot.
-	name := "gatehouse-" + strings.ReplaceAll(key, "_", "-")
+	// Route keys hold underscores, which a Secret name cannot; dots keep
+	// <namespace>.<name> apart (a namespace has none).
+	name := "gatehouse-" + strings.ReplaceAll(key, "_", ".")
 	if len(name) > 253 {
 		name = name[:253]
 	}
@@ -288,16 +289,21 @@ const (
 	sidecarCurrent
 )
 
-// compare tells how pod's sidecar stands against s. Enforcement is
-// matched by the config-hash annotation, or, for Pods injected by an older
-// release that hashed differently, by the sidecar's command line with its
-// per-Pod addresses left out and the Secret it mounts.
-func (s sidecarSpec) compare(pod *corev1.Pod) podSidecar {
+// compare tells how pod's sidecar, which must have taken over portName,
+// stands against s. Enforcement is matched by the config-hash annotation,
+// or, for Pods injected by an older release that hashed differently, by
+// the sidecar's command line with its per-Pod addresses left out and the
+// Secret it mounts. A sidecar on another port is outdated: traffic to
+// portName would reach the app without it.
+func (s sidecarSpec) compare(pod *corev1.Pod, portName string) podSidecar {
 	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName })
 	if i < 0 {
 		return sidecarMissing
 	}
 	c := &pod.Spec.InitContainers[i]
+	if len(c.Ports) == 0 || c.Ports[0].Name != portName {
+		return sidecarOutdated
+	}
 	if pod.Annotations[PodAnnConfigHash] != s.hash() && !s.sameCommand(pod, c) {
 		return sidecarOutdated
 	}
