@@ -353,3 +353,24 @@ func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
 }
+
+// certNotAfter is the notAfter of dir/tls.crt as Unix seconds, 0 when it
+// cannot be read.
+func certNotAfter(dir string) float64 {
+	if dir == "" {
+		return 0
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	if err != nil {
+		return 0
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return 0
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return 0
+	}
+	return float64(cert.NotAfter.Unix())
+}

@@ -48,6 +48,10 @@ type Config struct {
 	// SecretRetention is how long a per-Ingress Secret that nothing needs
 	// any more is kept, so that a recreated Ingress adopts it.
 	SecretRetention time.Duration
+	// KubeAPIQPS and KubeAPIBurst bound the requests per second all of the
+	// controller's clients make to the API server together.
+	KubeAPIQPS   float64
+	KubeAPIBurst int
 }
 
 // DefaultConfig returns the defaults of DESIGN.md "Controller flags".
@@ -61,6 +65,8 @@ func DefaultConfig() Config {
 		LeaderElect:          true,
 		LogLevel:             "info",
 		SecretRetention:      time.Hour,
+		KubeAPIQPS:           DefaultKubeAPIQPS,
+		KubeAPIBurst:         DefaultKubeAPIBurst,
 	}
 }
 
@@ -79,6 +85,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Namespace, "namespace", c.Namespace, "the controller's own `namespace`, where provider Secrets live (default $POD_NAMESPACE)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig `file` when not running in a cluster (default $KUBECONFIG)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per `second` to the API server, all of the controller's clients together (client-go's default of 5 is too few for a cluster of thousands of Pods; the API server's Priority and Fairness still applies); 0 or less turns the client-side limit off")
+	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "`requests` to the API server allowed in a burst above --kube-api-qps")
 	fs.DurationVar(&c.SecretRetention, "secret-retention", c.SecretRetention, "how long the Secret of a deleted or disabled Ingress is kept once no Pod mounts it, so that the Ingress recreated under the same name (a GitOps delete and recreate) keeps its cookie secret and nobody is logged out")
 }
 
@@ -103,6 +111,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s: %q is not host:port", name, addr))
 		}
+	}
+	if c.KubeAPIQPS > 0 && c.KubeAPIBurst < 1 {
+		errs = append(errs, fmt.Errorf("--kube-api-burst: %d; at least 1 when --kube-api-qps is set", c.KubeAPIBurst))
 	}
 	if c.SecretRetention < 0 {
 		errs = append(errs, fmt.Errorf("--secret-retention: %s is negative", c.SecretRetention))

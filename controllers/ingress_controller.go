@@ -39,8 +39,12 @@ const (
 	// problemRepeat is how often a lasting problem's Warning Event is
 	// emitted again: Events expire after an hour.
 	problemRepeat = 30 * time.Minute
-	// providerResync is how often a protected Ingress is reconciled
-	// without a change, to copy rotated provider secrets.
+	// providerResync is how often a protected Ingress with a
+	// gatehouse.dev/provider-secret is reconciled without a change, to copy
+	// a rotated client secret: Secrets in app namespaces are not watched
+	// (the cache holds only Gatehouse's own). Provider Secrets in
+	// Gatehouse's namespace are watched for Ingresses; HTTPRoutes still
+	// rely on this resync for them.
 	providerResync = 5 * time.Minute
 	// forgottenSize is when a rollout stops waiting for an evicted Pod's
 	// replacement and takes the workload as scaled down.
@@ -181,7 +185,10 @@ func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) 
 		}
 	}
 
-	result := ctrl.Result{RequeueAfter: providerResync}
+	result := ctrl.Result{}
+	if res.Spec.Policy.ProviderSecret != "" || fe.Kind == KindHTTPRoute {
+		result.RequeueAfter = providerResync
+	}
 	if len(problems) > 0 {
 		result.RequeueAfter = problemRepeat
 	}
@@ -198,8 +205,8 @@ func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) 
 		if st.message != "" {
 			rollouts = append(rollouts, st.message)
 		}
-		if st.requeue > 0 && st.requeue < result.RequeueAfter {
-			result.RequeueAfter = st.requeue
+		if st.requeue > 0 {
+			result = requeueWithin(result, st.requeue)
 		}
 	}
 	r.metrics.unprotected.WithLabelValues(fe.Namespace, fe.metricName()).Set(float64(outdated))
@@ -272,10 +279,13 @@ func boolGauge(b bool) float64 {
 func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res resolved, peers []member) (bool, error) {
 	name := secretName(fe.Key)
 	var existing corev1.Secret
-	// Read from the API server, not the cache: the cache holds only
-	// Gatehouse's labelled Secrets, and a user's Secret of the same name
-	// must be seen (and left alone).
-	err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: name}, &existing)
+	// The cache holds only Gatehouse's labelled Secrets: when it has none,
+	// ask the API server, so that a user's Secret of the same name is seen
+	// (and left alone).
+	err := r.client.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: name}, &existing)
+	if apierrors.IsNotFound(err) {
+		err = r.apiReader.Get(ctx, client.ObjectKey{Namespace: fe.Namespace, Name: name}, &existing)
+	}
 	created := apierrors.IsNotFound(err)
 	if err != nil && !created {
 		return false, err
@@ -319,13 +329,17 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 	if fe.Kind == KindHTTPRoute {
 		annotations[SecretAnnHTTPRoute] = fe.RouteNamespace + "/" + fe.Name
 	}
-	ac := corev1ac.Secret(name, fe.Namespace).
-		WithLabels(map[string]string{SecretLabelIngress: fe.Key}).
-		WithAnnotations(annotations).
-		WithType(corev1.SecretTypeOpaque).
-		WithData(data)
-	if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
-		return false, fmt.Errorf("apply secret %s: %w", name, err)
+	// Unchanged, it is not written: a reconcile that finds everything in
+	// order costs the API server nothing.
+	if created || !secretCurrent(&existing, fe.Key, annotations, data) {
+		ac := corev1ac.Secret(name, fe.Namespace).
+			WithLabels(map[string]string{SecretLabelIngress: fe.Key}).
+			WithAnnotations(annotations).
+			WithType(corev1.SecretTypeOpaque).
+			WithData(data)
+		if err := r.client.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+			return false, fmt.Errorf("apply secret %s: %w", name, err)
+		}
 	}
 	if rotate || existing.Annotations[SecretAnnUnusedSince] != "" || len(existing.OwnerReferences) > 0 {
 		// A Secret made by an earlier release had the Ingress as its
@@ -397,7 +411,13 @@ func (r *IngressReconciler) setStatus(ctx context.Context, ns, key string, want 
 
 func (r *IngressReconciler) readSecretKey(ctx context.Context, ref secretRef) ([]byte, error) {
 	var s corev1.Secret
-	if err := r.apiReader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
+	// Provider Secrets in Gatehouse's namespace are in the cache; a team's
+	// own (gatehouse.dev/provider-secret) are not.
+	reader := r.apiReader
+	if ref.Namespace == r.resolver.namespace {
+		reader = r.client
+	}
+	if err := reader.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
 		return nil, fmt.Errorf("read Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
 	v, ok := s.Data[ref.Key]
@@ -425,19 +445,19 @@ func (r *IngressReconciler) retire(ctx context.Context, ns, name string, obj cli
 	for _, g := range []interface{ DeleteLabelValues(...string) bool }{r.metrics.unprotected, r.metrics.stale, r.metrics.rolloutBlocked, r.metrics.degraded} {
 		g.DeleteLabelValues(ns, metricName(name))
 	}
+	mounted, err := r.secretMounted(ctx, ns, secretName(name))
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+	if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingFields{indexPodIngress: name}, client.UnsafeDisableDeepCopy); err != nil {
 		return ctrl.Result{}, err
 	}
 	l := newLookup(r.resolver)
-	mounted := false
 	var outdated []corev1.Pod
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		if mountsSecret(p, secretName(name)) {
-			mounted = true
-		}
-		if p.Annotations[PodAnnIngress] != name || !live(p) {
+		if !live(p) {
 			continue
 		}
 		out, _, err := l.outcomeFor(ctx, p)
@@ -455,16 +475,9 @@ func (r *IngressReconciler) retire(ctx context.Context, ns, name string, obj cli
 	}
 	// The set to keep Ready: the outdated Pods' siblings (same
 	// controller), replacements included.
-	var set []corev1.Pod
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		owner := metav1.GetControllerOf(p)
-		if live(p) && owner != nil && slices.ContainsFunc(outdated, func(o corev1.Pod) bool {
-			oo := metav1.GetControllerOf(&o)
-			return oo != nil && oo.UID == owner.UID
-		}) {
-			set = append(set, *p)
-		}
+	set, err := r.siblings(ctx, ns, outdated)
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	result := ctrl.Result{}
 	if len(outdated) > 0 && (obj == nil || obj.GetAnnotations()[AnnRollout] != RolloutManual) {
@@ -554,7 +567,8 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe fronte
 		return st, nil
 	}
 	var pods corev1.PodList
-	if err := r.client.List(ctx, &pods, client.InNamespace(fe.Namespace), client.MatchingLabels(svc.Spec.Selector)); err != nil {
+	// The cache's Pods are read, never changed: no copies.
+	if err := r.client.List(ctx, &pods, client.InNamespace(fe.Namespace), client.MatchingLabels(svc.Spec.Selector), client.UnsafeDisableDeepCopy); err != nil {
 		return st, err
 	}
 	var ranges []corev1.LimitRange
@@ -842,8 +856,10 @@ func (r *IngressReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("ingress").
-		For(&networkingv1.Ingress{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(&networkingv1.Ingress{}, builder.WithPredicates(gatehouseAnnotated, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Watches(&networkingv1.Ingress{}, r.peerIngresses(), builder.WithPredicates(gatehouseAnnotated, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Secret{}, secrets).
+		Watches(&corev1.Secret{}, r.providerSecrets(), builder.WithPredicates(inNamespace(r.resolver.namespace))).
 		Watches(&corev1.Service{}, services).
 		Watches(&corev1.Pod{}, pods).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).

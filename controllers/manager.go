@@ -14,13 +14,11 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -65,13 +63,14 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 			return nil, err
 		}
 	}
-	ownedSecrets, err := labels.Parse(SecretLabelIngress)
+	cacheOpts, err := cacheOptions(cfg.Namespace, file)
 	if err != nil {
 		return nil, err
 	}
 	m := newMetrics(crmetrics.Registry)
+	certificateExpiry(crmetrics.Registry, cfg.WebhookCertDir)
 	checker := &providerChecker{file: file, client: opts.HTTPClient, metrics: m, log: opts.Log.WithName("providers")}
-	mgr, err := ctrl.NewManager(opts.RESTConfig, ctrl.Options{
+	mgr, err := ctrl.NewManager(clientConfig(opts.RESTConfig, cfg), ctrl.Options{
 		Scheme: scheme,
 		Logger: opts.Log,
 		Metrics: metricsserver.Options{BindAddress: cfg.MetricsAddress, ExtraHandlers: map[string]http.Handler{
@@ -86,11 +85,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 			Port:    cfg.WebhookPort,
 			CertDir: cfg.WebhookCertDir,
 		}),
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			// Only the Secrets Gatehouse owns are cached; provider Secrets
-			// are read directly when needed.
-			&corev1.Secret{}: {Label: ownedSecrets},
-		}},
+		Cache: cacheOpts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
@@ -100,6 +95,11 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Service{}, indexServiceSelector, selectorPairs); err != nil {
 		return nil, fmt.Errorf("index services: %w", err)
+	}
+	for name, fn := range map[string]client.IndexerFunc{indexPodIngress: podIngress, indexPodSecret: podSecrets, indexPodOwner: podOwner} {
+		if err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, name, fn); err != nil {
+			return nil, fmt.Errorf("index pods: %w", err)
+		}
 	}
 	if routes {
 		if err := mgr.GetFieldIndexer().IndexField(context.Background(), &gatewayv1.HTTPRoute{}, indexRouteBackend, routeBackendKeys); err != nil {

@@ -2,6 +2,11 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,6 +21,7 @@ type metrics struct {
 	rolloutBlocked *prometheus.GaugeVec
 	replaced       prometheus.Counter
 	providerOK     *prometheus.GaugeVec
+	decisionTime   prometheus.Histogram
 }
 
 // newMetrics registers the metrics on reg (the manager's registry).
@@ -49,6 +55,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gatehouse_controller_provider_discovery_ok",
 			Help: "1 when the provider's OIDC discovery document was read at the last check.",
 		}, []string{"provider"}),
+		decisionTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gatehouse_controller_webhook_decision_duration_seconds",
+			Help:    "Time the Pod webhook takes to decide and build its patch, from the decoded request to the response (fine buckets: the API server waits for it on every Pod creation).",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
 	}
 	m.decisions = register(reg, m.decisions)
 	m.unprotected = register(reg, m.unprotected)
@@ -57,6 +68,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.rolloutBlocked = register(reg, m.rolloutBlocked)
 	m.replaced = register(reg, m.replaced)
 	m.providerOK = register(reg, m.providerOK)
+	m.decisionTime = register(reg, m.decisionTime)
 	return m
 }
 
@@ -74,4 +86,100 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 		}
 	}
 	return c
+}
+
+// certificateExpiry reports the notAfter of the webhook's serving
+// certificate in dir (tls.crt), read at each scrape, so that it follows
+// renewals by cert-manager or by the controller itself.
+func certificateExpiry(reg prometheus.Registerer, dir string) {
+	register(reg, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gatehouse_controller_webhook_certificate_expiry_timestamp_seconds",
+		Help: "Unix time at which the webhook's serving certificate expires; 0 while it cannot be read. The API server refuses to call the webhook after that, and the fail-closed webhook then blocks Pods in protected namespaces.",
+	}, func() float64 { return certNotAfter(dir) }))
+}
+
+// MetricDoc documents one metric the controller exports.
+type MetricDoc struct {
+	Name, Type, Help string
+	Labels           []string
+}
+
+// ControllerMetrics documents the controller's own metrics, described by
+// the collectors themselves (so vectors that hold no series yet count).
+func ControllerMetrics() []MetricDoc {
+	var reg recorder
+	newMetrics(&reg)
+	certificateExpiry(&reg, "")
+	var out []MetricDoc
+	for _, c := range reg {
+		ch := make(chan *prometheus.Desc, 8)
+		go func() { c.Describe(ch); close(ch) }()
+		for d := range ch {
+			m := descRE.FindStringSubmatch(d.String())
+			if m == nil {
+				continue
+			}
+			doc := MetricDoc{Type: metricType(c)}
+			doc.Name, _ = strconv.Unquote(m[1])
+			doc.Help, _ = strconv.Unquote(m[2])
+			if m[3] != "" {
+				doc.Labels = strings.Split(m[3], ",")
+			}
+			out = append(out, doc)
+		}
+	}
+	slices.SortFunc(out, func(a, b MetricDoc) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// descRE reads a prometheus.Desc's String(), which is how a Desc tells its
+// name, help and variable labels.
+var descRE = regexp.MustCompile(`^Desc\{fqName: ("(?:[^"\\]|\\.)*"), help: ("(?:[^"\\]|\\.)*"), unit: "[^"]*", constLabels: \{[^}]*\}, variableLabels: \{([^}]*)\}\}$`)
+
+func metricType(c prometheus.Collector) string {
+	switch c.(type) {
+	case *prometheus.CounterVec, prometheus.Counter:
+		return "counter"
+	case *prometheus.HistogramVec, prometheus.Histogram:
+		return "histogram"
+	default:
+		return "gauge"
+	}
+}
+
+// recorder is a Registerer that keeps the collectors registered on it.
+type recorder []prometheus.Collector
+
+func (r *recorder) Register(c prometheus.Collector) error   { *r = append(*r, c); return nil }
+func (r *recorder) MustRegister(cs ...prometheus.Collector) { *r = append(*r, cs...) }
+func (r *recorder) Unregister(prometheus.Collector) bool    { return false }
+
+// RuntimeMetrics are the metrics of controller-runtime, client-go and the
+// Go runtime (in controller-runtime's registry when a manager runs) that
+// Gatehouse's dashboard and alerts use; a test against a running manager
+// checks that each exists.
+var RuntimeMetrics = []string{
+	"controller_runtime_reconcile_total",
+	"controller_runtime_reconcile_errors_total",
+	"controller_runtime_reconcile_time_seconds",
+	"controller_runtime_webhook_requests_total",
+	"controller_runtime_webhook_latency_seconds",
+	"workqueue_depth",
+	"rest_client_requests_total",
+	"process_resident_memory_bytes",
+	"go_memstats_heap_alloc_bytes",
+}
+
+// MetricsReference renders the controller's metrics as Markdown.
+func MetricsReference() string {
+	var b strings.Builder
+	b.WriteString("| metric | type | labels | meaning |\n| --- | --- | --- | --- |\n")
+	for _, m := range ControllerMetrics() {
+		labels := ""
+		if len(m.Labels) > 0 {
+			labels = "`" + strings.Join(m.Labels, "`, `") + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", m.Name, m.Type, labels, strings.ReplaceAll(m.Help, "|", `\|`))
+	}
+	return b.String()
 }

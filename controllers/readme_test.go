@@ -12,6 +12,7 @@ func TestREADMEReferences(t *testing.T) {
 	for _, sec := range []struct{ name, want string }{
 		{"annotations", AnnotationReference()},
 		{"controller-flags", FlagReference()},
+		{"controller-metrics", MetricsReference()},
 	} {
 		begin := "<!-- BEGIN " + sec.name + " (generated: go test ./controllers -run TestREADMEReferences -update) -->"
 		end := "<!-- END " + sec.name + " -->"

@@ -17,8 +17,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
@@ -271,16 +273,17 @@ func (k *scopeKeeper) covers(ns string) bool {
 	return k.covered[ns]
 }
 
-// SetupWithManager registers the keeper: any Ingress or Namespace change
-// asks for the one request.
+// SetupWithManager registers the keeper: a change of an Ingress's
+// gatehouse.dev/enabled, of a Namespace's labels, or of an HTTPRoute or
+// ReferenceGrant asks for the one request.
 func (k *scopeKeeper) SetupWithManager(mgr ctrl.Manager) error {
 	one := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: "webhook-scope"}}}
 	})
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("webhook-scope").
-		Watches(&networkingv1.Ingress{}, one).
-		Watches(&corev1.Namespace{}, one)
+		Watches(&networkingv1.Ingress{}, one, builder.WithPredicates(enabledChanged)).
+		Watches(&corev1.Namespace{}, one, builder.WithPredicates(predicate.LabelChangedPredicate{}))
 	if k.routes {
 		b = b.Watches(&gatewayv1.HTTPRoute{}, one).Watches(&gatewayv1.ReferenceGrant{}, one)
 	}

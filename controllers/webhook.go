@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,6 +39,8 @@ var _ admission.Handler = (*PodInjector)(nil)
 // only what Gatehouse adds or rewrites, so fields of the Pod that its
 // compiled API types lack survive.
 func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	start := time.Now()
+	defer func() { p.metrics.decisionTime.Observe(time.Since(start).Seconds()) }()
 	pod := &corev1.Pod{}
 	if err := p.decoder.Decode(req, pod); err != nil {
 		p.metrics.webhook(decisionError)
