@@ -48,6 +48,9 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	if os.Getenv("GATEHOUSE_SCALE") != "" {
+		return runScale(m)
+	}
 	webhooks, err := scopedWebhooks("../config/webhook/manifests.yaml")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
