@@ -308,7 +308,7 @@ func checkWiring(t *testing.T, r rendered) {
 
 	// The --config file: a ConfigMap mounted at its directory, with a key
 	// named like it, that the controller's own strict parser accepts.
-	cm := as[corev1.ConfigMap](t, r.get(t, "ConfigMap", ""))
+	cm := as[corev1.ConfigMap](t, r.get(t, "ConfigMap", releaseName+"-config"))
 	vol := volumeAt(t, tmpl.Spec, ctr, path.Dir(flags["config"]))
 	if vol.ConfigMap == nil || vol.ConfigMap.Name != cm.Name {
 		t.Errorf("--config=%s is not in ConfigMap %s: volume %+v", flags["config"], cm.Name, vol)
