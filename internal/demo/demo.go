@@ -341,7 +341,7 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 		// host from it.
 		gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Name: "demo", Namespace: AppNamespace}, Spec: gatewayv1.GatewaySpec{
 			GatewayClassName: "demo",
-			Listeners: []gatewayv1.Listener{{Name: "http", Hostname: ptr.To(gatewayv1.Hostname(Host)), Port: 80, Protocol: gatewayv1.HTTPProtocolType}},
+			Listeners:        []gatewayv1.Listener{{Name: "http", Hostname: ptr.To(gatewayv1.Hostname(Host)), Port: 80, Protocol: gatewayv1.HTTPProtocolType}},
 		}}
 		route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace, Annotations: annotations}, Spec: gatewayv1.HTTPRouteSpec{
 			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Name: "demo"}}},
