@@ -160,6 +160,13 @@ type SecretKeyRef struct {
 type SessionStore struct {
 	RedisURL          string        `json:"redisURL"`
 	PasswordSecretRef *SecretKeyRef `json:"passwordSecretRef,omitempty"`
+	// NamespaceUsers gives every namespace a Redis user of its own,
+	// limited to its keys (gatehouse:<namespace>:), instead of a copy of
+	// the password: the controller makes the users with the password of
+	// passwordSecretRef (and the URL's user, if any), which must be
+	// allowed ACL SETUSER, DELUSER and USERS, and only the namespace's
+	// user and password reach the namespace.
+	NamespaceUsers bool `json:"namespaceUsers,omitempty"`
 }
 
 // Defaults apply to every Ingress unless an annotation says otherwise.
@@ -239,6 +246,9 @@ func (fc *FileConfig) validate() error {
 			}
 			if r := ss.PasswordSecretRef; r != nil && (r.Name == "" || r.Key == "") {
 				errs = append(errs, fmt.Errorf("%s.sessionStore.passwordSecretRef: name and key are required", where))
+			}
+			if ss.NamespaceUsers && ss.PasswordSecretRef == nil {
+				errs = append(errs, fmt.Errorf("%s.sessionStore.namespaceUsers: needs passwordSecretRef, the credential that makes the users", where))
 			}
 		}
 	}

@@ -66,6 +66,7 @@ type IngressReconciler struct {
 	recorder  events.EventRecorder
 	metrics   *metrics
 	scope     *scopeKeeper
+	redis     *redisUsers
 	// secretRetention is how long a Secret nobody needs any more is kept
 	// for an Ingress of the same name to adopt.
 	secretRetention time.Duration
@@ -318,6 +319,15 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 		v, err := r.readSecretKey(ctx, *ref)
 		if err != nil {
 			return false, err
+		}
+		if u := res.redisUser; key == SecretKeyRedisPassword && u != nil {
+			// The namespace gets its own user's password, never the
+			// credential that makes it.
+			password := u.password(v)
+			if err := r.redis.ensure(ctx, *u, v, password); err != nil {
+				return false, err
+			}
+			v = password
 		}
 		data[key] = v
 	}

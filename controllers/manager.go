@@ -116,6 +116,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		namespace: cfg.Namespace,
 		image:     cfg.SidecarImage,
 	}
+	redisUsersOf := &redisUsers{}
 	scope := &scopeKeeper{
 		reader:      mgr.GetClient(),
 		apiReader:   mgr.GetAPIReader(),
@@ -124,6 +125,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		namespace:   cfg.Namespace,
 		routes:      routes,
 		resolver:    res,
+		redis:       redisUsersOf,
 		log:         opts.Log.WithName("webhook-scope"),
 	}
 	if err := scope.SetupWithManager(mgr); err != nil {
@@ -136,6 +138,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		recorder:        mgr.GetEventRecorder("gatehouse"),
 		metrics:         m,
 		scope:           scope,
+		redis:           redisUsersOf,
 		secretRetention: cfg.SecretRetention,
 		now:             time.Now,
 	}
@@ -223,6 +226,11 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		}
 		if err := mgr.Add(cm); err != nil {
 			return err
+		}
+	}
+	for _, p := range file.Providers {
+		if ss := p.SessionStore; ss != nil && ss.PasswordSecretRef != nil && !ss.NamespaceUsers {
+			opts.Log.Info("Warning: the provider's Redis password is copied into every namespace that uses it; set sessionStore.namespaceUsers to give each namespace a Redis user of its own", "provider", p.Name)
 		}
 	}
 	opts.Log.Info("Starting gatehouse controller", "providers", len(file.Providers), "namespace", cfg.Namespace)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/proxy"
 )
 
 // TestREADMEReferences fails when the README's annotation or controller
@@ -52,5 +54,19 @@ func TestAnnotationDocsComplete(t *testing.T) {
 		AnnSkipAuthPaths, AnnSessionStore, AnnScopes, AnnPassAccessToken, AnnRollout, AnnExternalScheme, AnnSidecarResources}
 	if len(known) != len(annotationDocs) {
 		t.Errorf("%d annotations known, %d documented", len(known), len(annotationDocs))
+	}
+}
+
+// TestREADMERedisRules: the ACL rules the README gives for users made by
+// hand are the session store's own.
+func TestREADMERedisRules(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := strings.Join(proxy.RedisACLRules("gatehouse:<namespace>:"), " ")
+	if !strings.Contains(string(readme), want) {
+		t.Errorf("README lacks the Redis ACL rules %q", want)
 	}
 }

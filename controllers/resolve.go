@@ -50,6 +50,9 @@ type resolved struct {
 	// Provider secrets, for the reconciler's per-Ingress Secret.
 	clientSecretRef *secretRef
 	redisRef        *secretRef
+	// redisUser is set when the namespace gets a Redis user of its own:
+	// redisRef is then the credential that makes it.
+	redisUser *namespaceRedisUser
 }
 
 type secretRef struct {
@@ -170,6 +173,11 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 			if ref := prov.SessionStore.PasswordSecretRef; ref != nil {
 				spec.HasRedisPassword = true
 				res.redisRef = &secretRef{r.namespace, ref.Name, ref.Key}
+			}
+			if prov.SessionStore.NamespaceUsers {
+				u := newNamespaceRedisUser(prov, fe.Namespace)
+				res.redisUser = &u
+				spec.RedisURL, spec.RedisKeyPrefix = u.url, u.prefix
 			}
 		}
 	}

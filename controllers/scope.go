@@ -55,6 +55,9 @@ type scopeKeeper struct {
 	routes      bool   // the Gateway API is installed
 	resolver    *resolver
 	log         logr.Logger
+	// redis removes namespaces' Redis users once nothing of Gatehouse is
+	// left in the namespace.
+	redis *redisUsers
 
 	mu sync.Mutex // guards others
 	// others is the namespaceSelector without the owned requirement, as
@@ -148,7 +151,37 @@ func (k *scopeKeeper) Reconcile(ctx context.Context, _ reconcile.Request) (ctrl.
 	if err != nil {
 		return ctrl.Result{}, fmt.Errorf("update the namespaceSelector of %s: %w", k.webhookName, err)
 	}
+	k.collectRedisUsers(ctx)
 	return ctrl.Result{RequeueAfter: scopeDrift}, nil
+}
+
+// collectRedisUsers removes the Redis users of namespaces that hold no
+// Secret of Gatehouse's any more (their last protected app is gone and
+// its Secret retired). Failures are logged and retried on the next pass.
+func (k *scopeKeeper) collectRedisUsers(ctx context.Context) {
+	if k.redis == nil || k.resolver == nil {
+		return
+	}
+	for i := range k.resolver.file.Providers {
+		p := &k.resolver.file.Providers[i]
+		if p.SessionStore == nil || !p.SessionStore.NamespaceUsers || p.SessionStore.PasswordSecretRef == nil {
+			continue
+		}
+		var s corev1.Secret
+		ref := p.SessionStore.PasswordSecretRef
+		if err := k.apiReader.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: ref.Name}, &s); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Redis users not collected", "provider", p.Name)
+			continue
+		}
+		keep := func(ns string) bool {
+			var secrets corev1.SecretList
+			err := k.reader.List(ctx, &secrets, client.InNamespace(ns), client.HasLabels{SecretLabelIngress}, client.Limit(1))
+			return err != nil || len(secrets.Items) > 0
+		}
+		if err := k.redis.collect(ctx, p, s.Data[ref.Key], keep); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Redis users not collected", "provider", p.Name)
+		}
+	}
 }
 
 // protectedNamespaces lists, sorted, the namespaces the webhook must see:

@@ -36,6 +36,9 @@ type sidecarSpec struct {
 	LogoutRedirect   string `json:",omitempty"`
 	RedisURL         string // empty: cookie store
 	HasRedisPassword bool
+	// RedisKeyPrefix is the namespace's own key prefix when it has a Redis
+	// user of its own; empty for the proxy's default.
+	RedisKeyPrefix string `json:",omitempty"`
 	// Origins are the external scheme://host of every host the app is
 	// reached at, sorted: one --redirect-url each.
 	Origins    []string
@@ -103,6 +106,9 @@ func (s sidecarSpec) proxyConfig(appPort, listen, metrics int32) proxy.Config {
 	if s.RedisURL != "" {
 		c.SessionStore = proxy.StoreRedis
 		c.RedisURL = s.RedisURL
+	}
+	if s.RedisKeyPrefix != "" {
+		c.RedisKeyPrefix = s.RedisKeyPrefix
 	}
 	c.PassAccessToken = s.Policy.PassAccessToken
 	c.PathPrefix = s.PathPrefix
@@ -267,11 +273,11 @@ func inject(pod *corev1.Pod, s sidecarSpec, portName string) bool {
 // policy is not part of it either: the sidecar reloads it.
 func (s sidecarSpec) hash() string {
 	b, _ := json.Marshal(struct {
-		Ingress, IssuerURL, ClientID, GroupsClaim, LogoutRedirect, RedisURL, PathPrefix, MountPath string
-		HasClientSecret, HasRedisPassword, PassAccessToken                                         bool
-		Scopes, Origins                                                                            []string
+		Ingress, IssuerURL, ClientID, GroupsClaim, LogoutRedirect, RedisURL, RedisKeyPrefix, PathPrefix, MountPath string
+		HasClientSecret, HasRedisPassword, PassAccessToken                                                         bool
+		Scopes, Origins                                                                                            []string
 	}{
-		s.Ingress, s.IssuerURL, s.ClientID, s.GroupsClaim, s.LogoutRedirect, s.RedisURL, s.PathPrefix, s.MountPath,
+		s.Ingress, s.IssuerURL, s.ClientID, s.GroupsClaim, s.LogoutRedirect, s.RedisURL, s.RedisKeyPrefix, s.PathPrefix, s.MountPath,
 		s.HasClientSecret, s.HasRedisPassword, s.Policy.PassAccessToken,
 		s.Scopes, s.Origins,
 	})

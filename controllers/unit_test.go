@@ -252,6 +252,9 @@ func TestSidecarContract(t *testing.T) {
 		"as is":         func(*sidecarSpec) {},
 		"public client": func(s *sidecarSpec) { s.HasClientSecret = false },
 		"redis":         func(s *sidecarSpec) { s.RedisURL = "redis://redis.gatehouse:6379/0"; s.HasRedisPassword = true },
+		"namespace redis user": func(s *sidecarSpec) {
+			s.RedisURL, s.RedisKeyPrefix, s.HasRedisPassword = "redis://gatehouse-shop@redis.gatehouse:6379/0", "gatehouse:shop:", true
+		},
 		"one host http": func(s *sidecarSpec) { s.Origins = []string{"http://dev.example.com"} },
 		"no policy":     func(s *sidecarSpec) { s.Policy = Policy{Enabled: true} },
 	}
@@ -289,6 +292,9 @@ func TestSidecarContract(t *testing.T) {
 			cfg, err := proxy.Load(c.Args[1:], env, io.Discard)
 			if err != nil {
 				t.Fatalf("the proxy refuses the controller's arguments %q: %v", c.Args, err)
+			}
+			if spec.RedisKeyPrefix != "" && cfg.RedisKeyPrefix != spec.RedisKeyPrefix {
+				t.Errorf("--redis-key-prefix %q, want %q", cfg.RedisKeyPrefix, spec.RedisKeyPrefix)
 			}
 			if cfg.Upstream != "http://127.0.0.1:8080" || len(cfg.RedirectURLs) != len(spec.Origins) {
 				t.Errorf("config %+v", cfg)

@@ -34,18 +34,21 @@ const PublicClient = "none"
 // Config is the validated configuration of the proxy. Start from
 // DefaultConfig; Load fills it from flags, environment and file.
 type Config struct {
-	ListenAddress         string
-	Upstream              string
-	IssuerURL             string
-	ClientID              string
-	ClientSecretFile      string
-	RedirectURLs          []string
-	CookieSecretFile      string
-	CookieName            string
-	CookieSecure          bool
-	SessionStore          string
-	RedisURL              string
-	RedisClientCache      bool
+	ListenAddress    string
+	Upstream         string
+	IssuerURL        string
+	ClientID         string
+	ClientSecretFile string
+	RedirectURLs     []string
+	CookieSecretFile string
+	CookieName       string
+	CookieSecure     bool
+	SessionStore     string
+	RedisURL         string
+	RedisClientCache bool
+	// RedisKeyPrefix starts every key the store writes; a namespace's
+	// Redis user is limited to its own prefix.
+	RedisKeyPrefix        string
 	Scopes                string
 	AllowedEmails         []string
 	AllowedEmailDomains   []string
@@ -83,6 +86,7 @@ func DefaultConfig() Config {
 		CookieSecure:     true,
 		SessionStore:     StoreCookie,
 		RedisClientCache: true,
+		RedisKeyPrefix:   "gatehouse:",
 		Scopes:           "openid email profile",
 		GroupsClaim:      "groups",
 		PathPrefix:       "/_gatehouse",
@@ -107,6 +111,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&boolValue{p: &c.CookieSecure}, "cookie-secure", "mark cookies Secure; turn off only for plain-HTTP local development")
 	fs.StringVar(&c.SessionStore, "session-store", c.SessionStore, "`kind` of session store: cookie (encrypted cookie) or redis (opaque id in the cookie, tokens server side)")
 	fs.StringVar(&c.RedisURL, "redis-url", c.RedisURL, "redis:// or rediss:// `URL` of the shared session store; add ?master_name=NAME&addr=HOST:PORT for Sentinel, ?cluster=true&addr=HOST:PORT for Cluster; the password may come from GATEHOUSE_REDIS_PASSWORD")
+	fs.StringVar(&c.RedisKeyPrefix, "redis-key-prefix", c.RedisKeyPrefix, "`prefix` of every Redis key the session store writes; give each app (or namespace) its own, with a Redis user limited to it")
 	fs.Var(&boolValue{p: &c.RedisClientCache}, "redis-client-cache", "keep session records in memory between requests, invalidated by Redis itself on every replica when any replica changes or deletes them (server-assisted client-side caching, RESP3 CLIENT TRACKING); off reads Redis on every request")
 	fs.StringVar(&c.Scopes, "scopes", c.Scopes, "space-separated OAuth `scopes`; must include openid")
 	fs.Var(&commaValue{p: &c.AllowedEmails}, "allowed-emails", "comma-separated `emails` allowed in; empty admits any authenticated user")
@@ -259,6 +264,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		add("session-store", "%q is not cookie or redis", c.SessionStore)
+	}
+	if c.RedisKeyPrefix == "" || strings.ContainsAny(c.RedisKeyPrefix, " \t\r\n*?[]\\") {
+		add("redis-key-prefix", "%q is empty or holds spaces or glob characters", c.RedisKeyPrefix)
 	}
 	if c.RedisURL != "" {
 		if err := redisstore.ValidateURL(c.RedisURL); err != nil {

@@ -141,7 +141,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		st := redisstore.New(redisstore.Options{
 			Client: client, CookieName: s.cookieName, Secure: cfg.CookieSecure, Codecs: codecs,
 			MaxLifetime: cfg.SessionLifetime, Now: deps.Now,
-			ClientCache: cfg.RedisClientCache, Log: deps.Log,
+			ClientCache: cfg.RedisClientCache, Log: deps.Log, Prefix: cfg.RedisKeyPrefix,
 		})
 		s.store = st
 		s.runStore = st.Run

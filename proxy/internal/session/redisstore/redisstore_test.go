@@ -29,7 +29,13 @@ func newStore(t *testing.T, url string, clock *sessiontest.Clock, secret string)
 // the test ends.
 func newStoreWith(t testing.TB, url string, clock *sessiontest.Clock, secret string, cache bool) *redisstore.Store {
 	t.Helper()
-	client, err := redisstore.NewClient(url, "")
+	return newStoreOpts(t, url, "", "", clock, secret, cache)
+}
+
+// newStoreOpts is newStoreWith with a password and a key prefix.
+func newStoreOpts(t testing.TB, url, password, prefix string, clock *sessiontest.Clock, secret string, cache bool) *redisstore.Store {
+	t.Helper()
+	client, err := redisstore.NewClient(url, password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +46,7 @@ func newStoreWith(t testing.TB, url string, clock *sessiontest.Clock, secret str
 	}
 	st := redisstore.New(redisstore.Options{
 		Client: client, CookieName: "__Host-gatehouse", Secure: true, Codecs: codecs,
-		MaxLifetime: 12 * time.Hour, Now: clock.Now, ClientCache: cache,
+		MaxLifetime: 12 * time.Hour, Now: clock.Now, ClientCache: cache, Prefix: prefix,
 	})
 	if cache {
 		ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
@@ -516,5 +522,28 @@ func TestCopiedRecordRefused(t *testing.T) {
 		if s, err := st.Load(r); !errors.Is(err, session.ErrNotFound) {
 			t.Errorf("%s's cookie with the other's record: %v, %v", name, s, err)
 		}
+	}
+}
+
+// TestConformanceRestrictedUser: the store passes the conformance suite
+// as a Redis user with ACLRules and nothing more, with and without the
+// client-side cache; so those rules are all it needs.
+func TestConformanceRestrictedUser(t *testing.T) {
+	srv := redistest.Start(t)
+	admin, err := redisstore.NewClient(srv.URL(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	if err := redisstore.SetUser(t.Context(), admin, "tenant", "tenant-pw", "gatehouse:tenant:"); err != nil {
+		t.Fatal(err)
+	}
+	url := "redis://tenant@" + srv.Addr + "/0"
+	for _, cache := range []bool{false, true} {
+		t.Run(cacheName(cache), func(t *testing.T) {
+			sessiontest.Run(t, func(t *testing.T, clock *sessiontest.Clock, secret string) session.Store {
+				return newStoreOpts(t, url, "tenant-pw", "gatehouse:tenant:", clock, secret, cache)
+			})
+		})
 	}
 }
