@@ -357,9 +357,10 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	request := func(ns, name string) reconcile.Request {
 		return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}
 	}
-	byService := func(ctx context.Context, ns, svc string) []reconcile.Request {
+	// enabled asks for every enabled route that opts select.
+	enabled := func(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 		var list gatewayv1.HTTPRouteList
-		if err := c.List(ctx, &list, client.MatchingFields{indexRouteBackend: ns + "/" + svc}); err != nil {
+		if err := c.List(ctx, &list, opts...); err != nil {
 			return nil
 		}
 		var reqs []reconcile.Request
@@ -370,18 +371,11 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return reqs
 	}
+	byService := func(ctx context.Context, ns, svc string) []reconcile.Request {
+		return enabled(ctx, client.MatchingFields{indexRouteBackend: ns + "/" + svc})
+	}
 	allEnabled := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
-		var list gatewayv1.HTTPRouteList
-		if err := c.List(ctx, &list); err != nil {
-			return nil
-		}
-		var reqs []reconcile.Request
-		for _, route := range list.Items {
-			if route.Annotations[AnnEnabled] != "" {
-				reqs = append(reqs, request(route.Namespace, route.Name))
-			}
-		}
-		return reqs
+		return enabled(ctx)
 	})
 	services := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		return byService(ctx, obj.GetNamespace(), obj.GetName())

@@ -36,35 +36,9 @@ func TestBrowserDemo(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane and a browser")
 	}
-	ports := make([]int, 4)
-	for i := range ports {
-		_, p, _ := net.SplitHostPort(freeAddr(t))
-		ports[i], _ = strconv.Atoi(p)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var progress strings.Builder
-	d, err := demo.Start(ctx, demo.Options{
-		Root: root, Bin: filepath.Dir(binary), Out: &progress,
-		ProxyPort: ports[0], AppPort: ports[1], IdPPort: ports[2], MetricsPort: ports[3],
-	})
-	if err != nil {
-		t.Fatalf("demo: %v\n%s", err, progress.String())
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, name := range []string{"controller", "sidecar", "sampleapp"} {
-				t.Logf("%s log:\n%s", name, d.Logs(name))
-			}
-		}
-		if err := d.Stop(); err != nil {
-			t.Errorf("stop the demo: %v", err)
-		}
-	})
+	d := startDemo(t, ctx, false)
 
 	b := newBrowser(t, ctx, chromium)
 	do, get, screenshot := b.do, b.get, b.screenshot
@@ -286,6 +260,42 @@ func cookieNames(cs []*network.Cookie) []string {
 		names = append(names, c.Name)
 	}
 	return names
+}
+
+// startDemo starts make demo's set-up on free ports (gatewayAPI: behind an
+// HTTPRoute), stopped when the test ends; on failure it logs its
+// processes' output.
+func startDemo(t *testing.T, ctx context.Context, gatewayAPI bool) *demo.Demo {
+	t.Helper()
+	ports := make([]int, 4)
+	for i := range ports {
+		_, p, _ := net.SplitHostPort(freeAddr(t))
+		ports[i], _ = strconv.Atoi(p)
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	d, err := demo.Start(ctx, demo.Options{
+		Root: root, Bin: filepath.Dir(binary), Out: &progress, GatewayAPI: gatewayAPI,
+		ProxyPort: ports[0], AppPort: ports[1], IdPPort: ports[2], MetricsPort: ports[3],
+	})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, progress.String())
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("progress:\n%s", progress.String())
+			for _, name := range []string{"controller", "sidecar", "sampleapp"} {
+				t.Logf("%s log:\n%s", name, d.Logs(name))
+			}
+		}
+		if err := d.Stop(); err != nil {
+			t.Errorf("stop the demo: %v", err)
+		}
+	})
+	return d
 }
 
 // TestBrowserSecureCookies runs the sidecar with its defaults (Secure
