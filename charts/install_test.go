@@ -120,6 +120,7 @@ func TestInstall(t *testing.T) {
     issuerURL: %s
     clientID: gatehouse
     clientSecretRef: {name: gatehouse-oidc, key: client-secret}
+    allowedNamespaces: ["*"]
 `, idp.URL))
 	onCluster := []string{"--kubeconfig", c.kubeconfig, "--namespace", releaseNS}
 	if _, err := helm(t, append([]string{"install", release, chartDir, "--create-namespace", "-f", values}, onCluster...)...); err != nil {

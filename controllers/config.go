@@ -288,8 +288,9 @@ func (fc *FileConfig) Provider(name string) (*Provider, bool) {
 	return &fc.Providers[i], true
 }
 
-// Allows reports whether the provider may be used from namespace ns: an
-// empty list or "*" allows every namespace.
+// Allows reports whether the provider may be used from namespace ns: one
+// listed in allowedNamespaces, or any with "*". An empty list allows none:
+// a shared client is opened to namespaces on purpose, never by default.
 func (p *Provider) Allows(ns string) bool {
-	return len(p.AllowedNamespaces) == 0 || slices.Contains(p.AllowedNamespaces, "*") || slices.Contains(p.AllowedNamespaces, ns)
+	return slices.Contains(p.AllowedNamespaces, "*") || slices.Contains(p.AllowedNamespaces, ns)
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -174,6 +175,10 @@ func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) 
 		created, err := r.ensureSecret(ctx, fe, res, peers)
 		if err != nil {
 			r.warn(fe.Object, ReasonSecretError, "cannot prepare the sidecar's Secret: "+err.Error())
+			if errors.Is(err, errForeignSecret) {
+				// Retrying cannot fix it; look again with the Warning.
+				return ctrl.Result{RequeueAfter: problemRepeat}, nil
+			}
 			return ctrl.Result{}, err
 		}
 		if created {
@@ -238,6 +243,10 @@ func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) 
 	return result, nil
 }
 
+// errForeignSecret: the per-Ingress Secret's name is taken by a Secret
+// that is not Gatehouse's.
+var errForeignSecret = errors.New("secret name taken")
+
 // consequence is the Event reason for what a refused or conflicting
 // setting leads to.
 func consequence(reason, otherwise string) string {
@@ -292,7 +301,7 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 		return false, err
 	}
 	if !created && existing.Labels[SecretLabelIngress] != fe.Key {
-		return false, fmt.Errorf("a Secret named %s exists and is not Gatehouse's; delete or rename it", name)
+		return false, fmt.Errorf("%w: a Secret named %s exists and is not Gatehouse's; delete or rename it", errForeignSecret, name)
 	}
 	lastGood, err := json.Marshal(res.Spec)
 	if err != nil {
@@ -659,7 +668,10 @@ func (r *IngressReconciler) rolloutApp(ctx context.Context, l *lookup, fe fronte
 	}
 	st.blocked = ev.blocked
 	st.requeue = ev.requeue
-	st.message = fmt.Sprintf("replacing %d Pod(s) of Service %s", len(outdated), svc.Name)
+	// No count in the message: it is recorded on the Secret for gatehouse
+	// status (which counts the Pods itself), and a count would cost a write
+	// at every eviction.
+	st.message = fmt.Sprintf("replacing the Pods of Service %s that run without the current sidecar, one at a time", svc.Name)
 	if ev.message != "" {
 		st.message = ev.message
 	}

@@ -147,7 +147,7 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 			return block(ReasonUnknownProvider, "provider %q is not configured (known: %s)", name, strings.Join(r.providerNames(), ", "))
 		}
 		if !p.Allows(fe.Namespace) {
-			return block(ReasonUnknownProvider, "provider %q may not be used from namespace %s", name, fe.Namespace)
+			return block(ReasonUnknownProvider, "provider %q may not be used from namespace %s; the platform team adds the namespace to the provider's allowedNamespaces", name, fe.Namespace)
 		}
 		prov = p
 		spec.IssuerURL, spec.ClientID = p.IssuerURL, p.ClientID

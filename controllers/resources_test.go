@@ -155,3 +155,21 @@ func TestSetNamespaceNames(t *testing.T) {
 		t.Errorf("other requirements changed: %+v", sel)
 	}
 }
+
+func TestProviderAllows(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		allowed []string
+		ns      string
+		want    bool
+	}{
+		{nil, "shop", false}, // none unless listed
+		{[]string{"*"}, "shop", true},
+		{[]string{"shop", "billing"}, "shop", true},
+		{[]string{"billing"}, "shop", false},
+	} {
+		if got := (&Provider{AllowedNamespaces: tc.allowed}).Allows(tc.ns); got != tc.want {
+			t.Errorf("allowedNamespaces %q allows %s = %v, want %v", tc.allowed, tc.ns, got, tc.want)
+		}
+	}
+}

@@ -239,9 +239,10 @@ func (d *Demo) startController(ctx context.Context) error {
   clientSecretRef: {name: %s, key: client-secret}
   scopes: [openid, email, profile, groups]
   logoutRedirect: idp
+  allowedNamespaces: [%s]
 defaults:
   provider: demo
-`, d.IdP.Issuer, clientID, providerSecret)
+`, d.IdP.Issuer, clientID, providerSecret, AppNamespace)
 	configPath := filepath.Join(d.Dir, "controller.yaml")
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		return err
