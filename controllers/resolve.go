@@ -96,6 +96,11 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 	if !pol.Enabled {
 		return res, nil
 	}
+	if len(fe.Key) > 63 {
+		// The key is a label value on the Secret; without a Secret the
+		// Pods would start plain.
+		return block(ReasonInvalidAnnotation, "the %s's name is longer than 63 characters, which Gatehouse cannot use as a label value; give it a shorter name", fe.Kind)
+	}
 	resources, err := r.sidecarResources(ctx, fe, pol)
 	if err != nil {
 		return block(ReasonInvalidAnnotation, "%v; the last good settings stay in force", oneLine(err))

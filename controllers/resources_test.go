@@ -173,3 +173,24 @@ func TestProviderAllows(t *testing.T) {
 		}
 	}
 }
+
+// TestLongNameRefused: a front door whose name cannot be a label value is
+// refused (and so fails closed) rather than left without a Secret.
+func TestLongNameRefused(t *testing.T) {
+	t.Parallel()
+	file, err := ParseFile([]byte("providers:\n  - {name: default, issuerURL: 'https://login.example.com', clientID: c, allowedNamespaces: ['*']}\ndefaults: {provider: default}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &resolver{reader: newMemReader(nil), apiReader: newMemReader(nil), file: file, image: "gatehouse:test"}
+	name := strings.Repeat("a", 64)
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Annotations: map[string]string{AnnEnabled: "true"}},
+		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: "shop.example.com"}}}}
+	res, err := r.resolve(t.Context(), frontendFromIngress(ing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Enabled || !res.Blocked || len(res.Problems) == 0 || !strings.Contains(res.Problems[0].Message, "63 characters") {
+		t.Errorf("resolve(%d-character name) = %+v, want refused", len(name), res)
+	}
+}
