@@ -128,7 +128,28 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	b := bufio.NewWriter(w)
 	defer func() { _ = b.Flush() }() // a client gone away is no error of ours
-	e := expo{b}
+	m.write(expo{w: b})
+}
+
+// MetricDoc documents one metric family the sidecar exports.
+type MetricDoc struct {
+	Name, Type, Help string
+	Labels           []string
+}
+
+// Metrics documents the sidecar's metrics, sorted by name: described by
+// the code that writes /metrics, so the list cannot drift from it, and
+// families that hold no series yet (a label seen only later, a process
+// series read from /proc) count too.
+func Metrics() []MetricDoc {
+	var docs []MetricDoc
+	newMetrics().write(expo{docs: &docs})
+	slices.SortFunc(docs, func(a, b MetricDoc) int { return strings.Compare(a.Name, b.Name) })
+	return docs
+}
+
+// write writes every family to e.
+func (m *metrics) write(e expo) {
 	e.vec("gatehouse_proxy_authz_denied_total", "Authenticated requests refused, by the rule that failed.", "rule", &m.decisions)
 	e.counter("gatehouse_proxy_backchannel_logouts_total", "Valid back-channel logout tokens processed.", &m.backchannelLogouts)
 	e.gauge("gatehouse_proxy_idp_discovered", "1 once the identity provider's discovery document has been read.", math.Float64frombits(m.idpReady.bits.Load()))
@@ -142,14 +163,31 @@ func (m *metrics) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	e.process(m.start)
 }
 
-// expo writes metric families.
-type expo struct{ w *bufio.Writer }
+// expo writes metric families to w or, with docs set, describes them
+// there and writes nothing.
+type expo struct {
+	w    *bufio.Writer
+	docs *[]MetricDoc
+}
 
-func (e expo) head(name, help, kind string) {
+// describing reports whether e describes families rather than writing
+// them: every family is then described, whether it has samples or not.
+func (e expo) describing() bool { return e.docs != nil }
+
+// head starts family name; labels are the labels its samples carry
+// (besides a histogram's le).
+func (e expo) head(name, help, kind string, labels ...string) {
+	if e.describing() {
+		*e.docs = append(*e.docs, MetricDoc{Name: name, Type: kind, Help: help, Labels: labels})
+		return
+	}
 	_, _ = e.w.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + kind + "\n")
 }
 
 func (e expo) sample(name, labels string, v float64) {
+	if e.describing() {
+		return
+	}
 	_, _ = e.w.WriteString(name + labels + " " + strconv.FormatFloat(v, 'g', -1, 64) + "\n")
 }
 
@@ -164,6 +202,10 @@ func (e expo) gauge(name, help string, v float64) {
 }
 
 func (e expo) vec(name, help, label string, v *counterVec) {
+	if e.describing() {
+		e.head(name, help, "counter", label)
+		return
+	}
 	v.mu.Lock()
 	values := make([]string, 0, len(v.m))
 	counts := make(map[string]uint64, len(v.m))
@@ -226,12 +268,12 @@ func (e expo) runtime() {
 	e.gauge("go_goroutines", "Number of goroutines that currently exist.", val(0))
 	e.gauge("go_memstats_heap_alloc_bytes", "Number of heap bytes allocated and currently in use.", val(1))
 	e.gauge("go_memstats_sys_bytes", "Number of bytes obtained from system.", val(2))
-	_, _ = e.w.WriteString("# HELP go_gc_cycles_total Number of completed GC cycles.\n# TYPE go_gc_cycles_total counter\n")
+	e.head("go_gc_cycles_total", "Number of completed GC cycles.", "counter")
 	e.sample("go_gc_cycles_total", "", val(3))
 	e.gauge("go_gc_gogc_percent", "Heap size target percentage configured by the user, otherwise 100.", val(4))
 	e.gauge("go_gc_gomemlimit_bytes", "Go runtime memory limit configured by the user, otherwise math.MaxInt64.", val(5))
 	e.gauge("go_threads", "Number of OS threads created.", float64(threads()))
-	e.head("go_info", "Information about the Go environment.", "gauge")
+	e.head("go_info", "Information about the Go environment.", "gauge", "version")
 	e.sample("go_info", `{version=`+strconv.Quote(runtime.Version())+`}`, 1)
 }
 
@@ -243,28 +285,41 @@ func threads() int {
 // process writes the process series client_golang's process collector
 // writes on Linux, read from /proc/self; elsewhere only the start time.
 func (e expo) process(start time.Time) {
-	if stat, err := os.ReadFile("/proc/self/stat"); err == nil {
-		// The fields after the command name, which is in parentheses and
-		// may hold spaces.
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
-			f := strings.Fields(string(stat[i+1:]))
-			// f[0] is field 3 (state): utime is field 14, stime 15,
-			// vsize 23, rss (pages) 24.
-			if len(f) > 21 {
-				const ticks = 100 // USER_HZ, 100 on every Linux platform Go supports
-				utime, _ := strconv.ParseFloat(f[11], 64)
-				stime, _ := strconv.ParseFloat(f[12], 64)
-				vsize, _ := strconv.ParseFloat(f[20], 64)
-				rss, _ := strconv.ParseFloat(f[21], 64)
-				_, _ = e.w.WriteString("# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\n")
-				e.sample("process_cpu_seconds_total", "", (utime+stime)/ticks)
-				e.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss*float64(os.Getpagesize()))
-				e.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vsize)
-			}
-		}
+	if cpu, rss, vsize, ok := procStat(); ok || e.describing() {
+		e.head("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", "counter")
+		e.sample("process_cpu_seconds_total", "", cpu)
+		e.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", rss)
+		e.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", vsize)
 	}
-	if fds, err := os.ReadDir("/proc/self/fd"); err == nil {
+	if fds, err := os.ReadDir("/proc/self/fd"); err == nil || e.describing() {
 		e.gauge("process_open_fds", "Number of open file descriptors.", float64(len(fds)))
 	}
 	e.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", float64(start.UnixNano())/1e9)
+}
+
+// procStat reads the process's CPU seconds, resident and virtual memory
+// in bytes from /proc/self/stat.
+func procStat() (cpu, rss, vsize float64, ok bool) {
+	stat, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces.
+	i := strings.LastIndexByte(string(stat), ')')
+	if i < 0 {
+		return 0, 0, 0, false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	// f[0] is field 3 (state): utime is field 14, stime 15, vsize 23, rss
+	// (pages) 24.
+	if len(f) <= 21 {
+		return 0, 0, 0, false
+	}
+	const ticks = 100 // USER_HZ, 100 on every Linux platform Go supports
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	vsize, _ = strconv.ParseFloat(f[20], 64)
+	pages, _ := strconv.ParseFloat(f[21], 64)
+	return (utime + stime) / ticks, pages * float64(os.Getpagesize()), vsize, true
 }

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"maps"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -41,5 +43,45 @@ func TestMetricsExposition(t *testing.T) {
 	}
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("Content-Type %q", ct)
+	}
+}
+
+// TestMetricsDescribed: Metrics describes exactly the families /metrics
+// writes, with their types and labels.
+func TestMetricsDescribed(t *testing.T) {
+	t.Parallel()
+	m := newMetrics()
+	m.decisions.WithLabelValues("groups").Inc() // a family without series until then
+	rec := httptest.NewRecorder()
+	m.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	written := map[string]string{}
+	labels := map[string][]string{}
+	for line := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if rest, ok := strings.CutPrefix(line, "# TYPE "); ok {
+			name, kind, _ := strings.Cut(rest, " ")
+			written[name] = kind
+			continue
+		}
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || strings.HasSuffix(name, "_bucket") {
+			continue
+		}
+		label, _, _ := strings.Cut(rest, "=")
+		if !slices.Contains(labels[name], label) {
+			labels[name] = append(labels[name], label)
+		}
+	}
+	described := map[string]string{}
+	for _, d := range Metrics() {
+		described[d.Name] = d.Type
+		if d.Help == "" {
+			t.Errorf("%s has no help", d.Name)
+		}
+		if !slices.Equal(d.Labels, labels[d.Name]) {
+			t.Errorf("%s described with labels %q, written with %q", d.Name, d.Labels, labels[d.Name])
+		}
+	}
+	if !maps.Equal(written, described) {
+		t.Errorf("families written %v, described %v", written, described)
 	}
 }

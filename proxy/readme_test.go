@@ -13,11 +13,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files and the README's generated sections")
 
-const (
-	flagsBegin = "<!-- BEGIN proxy-flags (generated: go test ./proxy -run TestREADMEFlags -update) -->"
-	flagsEnd   = "<!-- END proxy-flags -->"
-)
-
 // flagReference renders the proxy's flags as a Markdown table.
 func flagReference() string {
 	c := proxy.DefaultConfig()
@@ -39,32 +34,59 @@ func flagReference() string {
 	return b.String()
 }
 
+// metricsReference renders the sidecar's metrics as a Markdown table.
+func metricsReference() string {
+	var b strings.Builder
+	b.WriteString("| metric | type | labels | meaning |\n| --- | --- | --- | --- |\n")
+	for _, m := range proxy.Metrics() {
+		labels := ""
+		if len(m.Labels) > 0 {
+			labels = "`" + strings.Join(m.Labels, "`, `") + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", m.Name, m.Type, labels, strings.ReplaceAll(m.Help, "|", `\|`))
+	}
+	return b.String()
+}
+
 // TestREADMEFlags fails when the README's flag reference and the code
-// disagree.
+// disagree. Not parallel: with -update it rewrites the README, as
+// TestREADMEMetrics does.
 func TestREADMEFlags(t *testing.T) {
-	t.Parallel()
+	checkREADME(t, "proxy-flags", "TestREADMEFlags", flagReference())
+}
+
+// TestREADMEMetrics fails when the README's list of the sidecar's metrics
+// and the code that writes them disagree.
+func TestREADMEMetrics(t *testing.T) {
+	checkREADME(t, "proxy-metrics", "TestREADMEMetrics", metricsReference())
+}
+
+// checkREADME compares the README's generated section name with want, or
+// with -update rewrites it.
+func checkREADME(t *testing.T, name, test, want string) {
+	t.Helper()
 	const path = "../README.md"
+	begin := "<!-- BEGIN " + name + " (generated: go test ./proxy -run " + test + " -update) -->"
+	end := "<!-- END " + name + " -->"
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(raw)
-	start := strings.Index(readme, flagsBegin)
-	end := strings.Index(readme, flagsEnd)
-	if start < 0 || end < start {
-		t.Fatalf("README lacks the %q ... %q markers", flagsBegin, flagsEnd)
+	i, j := strings.Index(readme, begin), strings.Index(readme, end)
+	if i < 0 || j < i {
+		t.Fatalf("README lacks the %q ... %q markers", begin, end)
 	}
-	want := flagReference()
-	got := readme[start+len(flagsBegin)+1 : end]
+	got := readme[i+len(begin)+1 : j]
 	if got == want {
 		return
 	}
 	if *update {
-		readme = readme[:start+len(flagsBegin)+1] + want + readme[end:]
+		readme = readme[:i+len(begin)+1] + want + readme[j:]
 		if err := os.WriteFile(path, []byte(readme), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
 	}
-	t.Errorf("README flag reference is stale; run: go test ./proxy -run TestREADMEFlags -update\n--- want\n%s\n--- got\n%s", want, got)
+	t.Errorf("README %s reference is stale; run: go test ./proxy -run %s -update\n--- want\n%s\n--- got\n%s", name, test, want, got)
 }
