@@ -502,14 +502,16 @@ func (b *bench) startGatehouse(ctx context.Context, name string, extra ...string
 	if err != nil {
 		return nil, "", "", err
 	}
+	// Each file is written once: rewriting one while another Gatehouse
+	// reads it at start (the two replicas of the logout timing) could hand
+	// that process an empty file.
 	clientSecret := filepath.Join(b.dir, "client-secret")
 	cookieSecret := filepath.Join(b.dir, "cookie-secret")
-	if err := os.WriteFile(clientSecret, []byte(b.idp.ClientSecret+"\n"), 0o600); err != nil {
-		return nil, "", "", err
-	}
-	if _, err := os.Stat(cookieSecret); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(cookieSecret, []byte(randomSecret()+"\n"), 0o600); err != nil {
-			return nil, "", "", err
+	for _, f := range []struct{ path, value string }{{clientSecret, b.idp.ClientSecret}, {cookieSecret, randomSecret()}} {
+		if _, err := os.Stat(f.path); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(f.path, []byte(f.value+"\n"), 0o600); err != nil {
+				return nil, "", "", err
+			}
 		}
 	}
 	base = "http://" + addr
