@@ -7,6 +7,7 @@
 package controlplane
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -214,13 +215,19 @@ func StopProcess(p *os.Process, done <-chan struct{}) error {
 // reads (GatewayClass, Gateway, HTTPRoute, ReferenceGrant), from the
 // sigs.k8s.io/gateway-api module that go.mod pins, for Options.CRDPaths.
 func GatewayAPICRDs(root string) ([]string, error) {
-	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	// go mod download fetches the module when the cache lacks it (a fresh
+	// machine), and names its directory either way.
+	cmd := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/gateway-api")
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("find the gateway-api module: %w", err)
 	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard")
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		return nil, fmt.Errorf("find the gateway-api module: no directory in %q", out)
+	}
+	dir := filepath.Join(mod.Dir, "config", "crd", "standard")
 	var paths []string
 	for _, kind := range []string{"gatewayclasses", "gateways", "httproutes", "referencegrants"} {
 		paths = append(paths, filepath.Join(dir, "gateway.networking.k8s.io_"+kind+".yaml"))
