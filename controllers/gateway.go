@@ -286,6 +286,30 @@ func (l *lookup) routeFrontendsOf(ctx context.Context, ns, svc string) ([]resolv
 	return out, nil
 }
 
+// providerRoutes maps a change of a provider's Secret in Gatehouse's
+// namespace to the enabled HTTPRoutes that use that provider, as
+// providerSecrets does for Ingresses.
+func (r *RouteReconciler) providerRoutes() handler.EventHandler {
+	file := r.resolver.file
+	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		providers := providersUsing(file, obj.GetName())
+		if len(providers) == 0 {
+			return nil
+		}
+		var list gatewayv1.HTTPRouteList
+		if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		var reqs []reconcile.Request
+		for i := range list.Items {
+			if usesProvider(file, list.Items[i].Annotations, providers) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
+			}
+		}
+		return reqs
+	})
+}
+
 // ReasonRefNotPermitted is the Warning for a backend in another namespace without a
 // ReferenceGrant.
 const ReasonRefNotPermitted = "RefNotPermitted"
@@ -349,9 +373,11 @@ func (r *RouteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	return result, nil
 }
 
-// SetupWithManager registers the route reconciler: HTTPRoutes, their
-// Secrets (by annotation), the Services and Pods behind them, Gateways
-// (hosts and TLS) and ReferenceGrants.
+// SetupWithManager registers the route reconciler: HTTPRoutes with a
+// gatehouse.dev/ annotation (the others cost their watch only), their
+// Secrets (by annotation), the provider Secrets in Gatehouse's namespace,
+// the Services and Pods behind them, Gateways (hosts and TLS) and
+// ReferenceGrants.
 func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	c := mgr.GetClient()
 	request := func(ns, name string) reconcile.Request {
@@ -395,8 +421,9 @@ func (r *RouteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("httproute").
-		For(&gatewayv1.HTTPRoute{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		For(&gatewayv1.HTTPRoute{}, builder.WithPredicates(gatehouseAnnotated, predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Watches(&corev1.Secret{}, secrets).
+		Watches(&corev1.Secret{}, r.providerRoutes(), builder.WithPredicates(inNamespace(r.resolver.namespace))).
 		Watches(&corev1.Service{}, services).
 		Watches(&corev1.Pod{}, pods).
 		Watches(&gatewayv1.Gateway{}, allEnabled, builder.WithPredicates(predicate.GenerationChangedPredicate{})).

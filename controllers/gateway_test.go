@@ -212,3 +212,35 @@ func TestIngressToHTTPRouteMigration(t *testing.T) {
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: routeSecret}, &s)).To(gomega.Succeed())
 	g.Expect(s.Data[controllers.SecretKeyCookie]).To(gomega.Equal(cookie))
 }
+
+// TestProviderSecretRotated: a new client secret in a provider's Secret
+// reaches the Secrets of the Ingresses and HTTPRoutes that use the
+// provider through the watch on it, without waiting for a resync.
+func TestProviderSecretRotated(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	ann := map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "rotated"}
+	create(t, service(ns, "shop", intstr.FromString("http")))
+	create(t, ingress(ns, "shop", ann, []string{"shop.example.com"}, "shop"))
+	create(t, service(ns, "api", intstr.FromString("http")))
+	create(t, gateway(ns, "public", true, "api.example.com"))
+	create(t, httpRoute(ns, "api", ann, "public", nil, "api", ""))
+	secrets := []string{"gatehouse-shop", "gatehouse-httproute." + ns + ".api"}
+	clientSecrets := func(g gomega.Gomega) []string {
+		var out []string
+		for _, name := range secrets {
+			var s corev1.Secret
+			g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, &s)).To(gomega.Succeed())
+			out = append(out, string(s.Data[controllers.SecretKeyClientSecret]))
+		}
+		return out
+	}
+	g := gomega.NewWithT(t)
+	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{"before-rotation", "before-rotation"}))
+
+	var provider corev1.Secret
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: managerNS, Name: rotatedSecret}, &provider)).To(gomega.Succeed())
+	provider.Data["client-secret"] = []byte("after-rotation")
+	g.Expect(k8s.Update(t.Context(), &provider)).To(gomega.Succeed())
+	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{"after-rotation", "after-rotation"}))
+}

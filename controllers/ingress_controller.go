@@ -40,12 +40,11 @@ const (
 	// problemRepeat is how often a lasting problem's Warning Event is
 	// emitted again: Events expire after an hour.
 	problemRepeat = 30 * time.Minute
-	// providerResync is how often a protected Ingress with a
+	// providerResync is how often a protected front door with a
 	// gatehouse.dev/provider-secret is reconciled without a change, to copy
 	// a rotated client secret: Secrets in app namespaces are not watched
 	// (the cache holds only Gatehouse's own). Provider Secrets in
-	// Gatehouse's namespace are watched for Ingresses; HTTPRoutes still
-	// rely on this resync for them.
+	// Gatehouse's namespace are watched, for Ingresses and HTTPRoutes.
 	providerResync = 5 * time.Minute
 	// forgottenSize is when a rollout stops waiting for an evicted Pod's
 	// replacement and takes the workload as scaled down.
@@ -192,7 +191,7 @@ func (r *IngressReconciler) reconcileFrontend(ctx context.Context, fe frontend) 
 	}
 
 	result := ctrl.Result{}
-	if res.Spec.Policy.ProviderSecret != "" || fe.Kind == KindHTTPRoute {
+	if res.Spec.Policy.ProviderSecret != "" {
 		result.RequeueAfter = providerResync
 	}
 	if len(problems) > 0 {

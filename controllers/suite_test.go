@@ -41,6 +41,9 @@ const (
 	extraScopeLabel = "gatehouse.test/scope"
 	sidecarImage    = "gatehouse:test"
 	providerSecret  = "s3cret-from-the-platform-team"
+	// rotatedSecret is the Secret of provider rotated, which only
+	// TestProviderSecretRotated changes.
+	rotatedSecret = "gatehouse-oidc-rotated"
 )
 
 func TestMain(m *testing.M) {
@@ -93,6 +96,8 @@ func runSuite(m *testing.M) int {
 			Data: map[string][]byte{"client-secret": []byte(providerSecret)}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-redis", Namespace: managerNS},
 			Data: map[string][]byte{"password": []byte("redis-pw")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: rotatedSecret, Namespace: managerNS},
+			Data: map[string][]byte{"client-secret": []byte("before-rotation")}},
 	} {
 		if err := k8s.Create(ctx, obj); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -114,6 +119,11 @@ providers:
     clientID: gatehouse
     clientSecretRef: {name: gatehouse-oidc, key: client-secret}
     scopes: [openid, email, profile]
+    allowedNamespaces: ["*"]
+  - name: rotated
+    issuerURL: https://login.example.com
+    clientID: rotated
+    clientSecretRef: {name: gatehouse-oidc-rotated, key: client-secret}
     allowedNamespaces: ["*"]
   - name: restricted
     issuerURL: https://login.example.com

@@ -66,20 +66,26 @@ func (r *IngressReconciler) providerSecrets() handler.EventHandler {
 		}
 		var reqs []reconcile.Request
 		for i := range list.Items {
-			ann := list.Items[i].Annotations
-			if ann[AnnEnabled] == "" || ann[AnnProviderSecret] != "" {
-				continue
-			}
-			p := ann[AnnProvider]
-			if p == "" {
-				p = file.Defaults.Provider
-			}
-			if slices.Contains(providers, p) {
+			if usesProvider(file, list.Items[i].Annotations, providers) {
 				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
 			}
 		}
 		return reqs
 	})
+}
+
+// usesProvider reports whether an enabled front door with annotations ann
+// uses one of providers from the config file (not a team's own
+// gatehouse.dev/provider-secret).
+func usesProvider(file *FileConfig, ann map[string]string, providers []string) bool {
+	if ann[AnnEnabled] == "" || ann[AnnProviderSecret] != "" {
+		return false
+	}
+	p := ann[AnnProvider]
+	if p == "" {
+		p = file.Defaults.Provider
+	}
+	return slices.Contains(providers, p)
 }
 
 // peerIngresses maps an Ingress to the other enabled Ingresses in front
