@@ -40,7 +40,7 @@ func BenchmarkWebhookDecision(b *testing.B) {
 			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: secretName(name), Namespace: ns, Labels: map[string]string{SecretLabelIngress: name}}})
 	}
 	reader := newMemReader(objs)
-	file, err := ParseFile([]byte("providers:\n  - {name: default, issuerURL: 'https://login.example.com', clientID: c, clientSecretRef: {name: s, key: k}}\ndefaults: {provider: default}\n"))
+	file, err := ParseFile([]byte("providers:\n  - {name: default, issuerURL: 'https://login.example.com', clientID: c, clientSecretRef: {name: s, key: k}, allowedNamespaces: ['*']}\ndefaults: {provider: default}\n"))
 	if err != nil {
 		b.Fatal(err)
 	}
