@@ -26,6 +26,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
@@ -116,6 +117,8 @@ func TestScale(t *testing.T) {
 		shape.pods = v
 	}
 	ctx := t.Context()
+	// The machine may be shared: its load is part of the figures.
+	load, _ := os.ReadFile("/proc/loadavg")
 	start := time.Now()
 	populate(t, shape)
 	t.Logf("cluster built in %s", time.Since(start).Round(time.Second))
@@ -195,7 +198,7 @@ func TestScale(t *testing.T) {
 | --- | --: | --: |
 | Pods / Namespaces | %d / %d | 10,000 / 100 |
 | Ingresses annotated / unannotated (with Services) | %d / %d | 1,000 / 1,000 |
-| controller client | %s | production defaults |
+| controller client, memory | %s | production defaults |
 | all annotated Ingresses reconciled after start | %.1f s | 60 s |
 | API requests/s during the initial sync | %.1f | |
 | rollout of the %d protected Pods that predate the controller done after | %.0f s | |
@@ -206,14 +209,15 @@ func TestScale(t *testing.T) {
 | webhook decisions during the churn (20 Pods/s created and deleted) | %.0f | |
 | webhook decision p99 (from its histogram) | %s | 2 ms |
 | Pod create call p99 through the API server (webhook included) | %.1f ms | |
+| machine: load average before the run | %s | |
 `,
 		podsReady, shape.namespaces, shape.annotated, shape.plain,
-		fmt.Sprintf("--kube-api-qps=%d --kube-api-burst=%d", controllers.DefaultKubeAPIQPS, controllers.DefaultKubeAPIBurst),
+		fmt.Sprintf("--kube-api-qps=%d --kube-api-burst=%d, the chart's memory limit (%d MiB)", controllers.DefaultKubeAPIQPS, controllers.DefaultKubeAPIBurst, chartMemoryLimit(t)>>20),
 		reconciled.Seconds(), initial["rest_client_requests_total"]/reconciled.Seconds(),
 		shape.annotated*shape.protectedReplicas(), rolledOut.Seconds(),
 		restRate, churnRate,
 		peakRSS>>20, steadyRSS>>20, peakHeap.Load()>>20, int64(steadyHeap)>>20,
-		decisions, p99, createP99.Seconds()*1000)
+		decisions, p99, createP99.Seconds()*1000, strings.Join(strings.Fields(string(load))[:min(3, len(strings.Fields(string(load))))], " "))
 	t.Logf("\n%s", report)
 	t.Logf("requests by the end of the rollout: %.0f", settled["rest_client_requests_total"])
 	if out := os.Getenv("GATEHOUSE_SCALE_REPORT"); out != "" {
@@ -377,6 +381,9 @@ defaults:
 		fmt.Sprintf("--webhook-port=%d", webhookPort),
 		fmt.Sprintf("--metrics-address=127.0.0.1:%d", metricsPort),
 		fmt.Sprintf("--health-address=127.0.0.1:%d", healthPort))
+	// As the chart runs it: told its container's memory limit, which sets
+	// the Go runtime's soft limit.
+	c.cmd.Env = append(os.Environ(), fmt.Sprintf("GATEHOUSE_MEMORY_LIMIT=%d", chartMemoryLimit(t)))
 	c.cmd.Stdout, c.cmd.Stderr = logFile, logFile
 	c.started = time.Now()
 	if err := c.cmd.Start(); err != nil {
@@ -389,6 +396,26 @@ defaults:
 		_ = logFile.Close()
 	})
 	return c
+}
+
+// chartMemoryLimit is the controller's memory limit in the chart's
+// default values, in bytes.
+func chartMemoryLimit(t *testing.T) int64 {
+	raw, err := os.ReadFile("../charts/gatehouse/values.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var values struct {
+		Resources corev1.ResourceRequirements `json:"resources"`
+	}
+	if err := yaml.Unmarshal(raw, &values); err != nil {
+		t.Fatal(err)
+	}
+	limit := values.Resources.Limits.Memory().Value()
+	if limit <= 0 {
+		t.Fatal("the chart's values set no memory limit for the controller")
+	}
+	return limit
 }
 
 func freePort(t *testing.T) int {

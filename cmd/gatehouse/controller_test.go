@@ -72,3 +72,27 @@ func TestStatusFlagsErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestSoftMemoryLimit(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		env    map[string]string
+		want   int64
+		wantOK bool
+	}{
+		{name: "90% of the container's limit", env: map[string]string{"GATEHOUSE_MEMORY_LIMIT": "402653184"}, want: 362387862, wantOK: true},
+		{name: "GOMEMLIMIT wins", env: map[string]string{"GATEHOUSE_MEMORY_LIMIT": "402653184", "GOMEMLIMIT": "300MiB"}},
+		{name: "no limit", env: map[string]string{}},
+		{name: "not a number", env: map[string]string{"GATEHOUSE_MEMORY_LIMIT": "384Mi"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, ok := softMemoryLimit(func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+			if got != tc.want || ok != tc.wantOK {
+				t.Errorf("softMemoryLimit = %d, %v; want %d, %v", got, ok, tc.want, tc.wantOK)
+			}
+		})
+	}
+}
