@@ -34,13 +34,16 @@ func TestDockerfileMatchesMakefile(t *testing.T) {
 	}
 	for i, b := range builds {
 		got := flags(strings.TrimSuffix(b, " -o"))
-		got = strings.Replace(got, " -tags sidecar", "", 1)
+		got = strings.Replace(got, " -tags sidecar,nethttpomithttp2", "", 1)
 		if got != want {
 			t.Errorf("Dockerfile build %d: %q, Makefile: %q", i+1, got, want)
 		}
 	}
 	// controllers.SidecarCommand is /usr/local/bin/gatehouse-sidecar.
-	for _, s := range []string{"-tags sidecar -o /out/gatehouse-sidecar", "COPY --from=build /out/gatehouse /out/gatehouse-sidecar /usr/local/bin/", "USER 65532:65532", "distroless/static"} {
+	if !strings.Contains(string(makefile), "SIDECAR_TAGS := sidecar,nethttpomithttp2") {
+		t.Error("the Makefile's SIDECAR_TAGS differ from the Dockerfile's -tags sidecar,nethttpomithttp2")
+	}
+	for _, s := range []string{"-tags sidecar,nethttpomithttp2 -o /out/gatehouse-sidecar", "COPY --from=build /out/gatehouse /out/gatehouse-sidecar /usr/local/bin/", "USER 65532:65532", "distroless/static"} {
 		if !strings.Contains(string(docker), s) {
 			t.Errorf("Dockerfile lacks %q", s)
 		}
