@@ -236,11 +236,15 @@ func TestProviderSecretRotated(t *testing.T) {
 		return out
 	}
 	g := gomega.NewWithT(t)
-	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{"before-rotation", "before-rotation"}))
-
+	// The provider Secret is the suite's: read what it holds now (a
+	// repeated run finds it rotated already), then rotate it.
 	var provider corev1.Secret
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: managerNS, Name: rotatedSecret}, &provider)).To(gomega.Succeed())
-	provider.Data["client-secret"] = []byte("after-rotation")
+	before := string(provider.Data["client-secret"])
+	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{before, before}))
+
+	after := "rotated-" + ns
+	provider.Data["client-secret"] = []byte(after)
 	g.Expect(k8s.Update(t.Context(), &provider)).To(gomega.Succeed())
-	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{"after-rotation", "after-rotation"}))
+	g.Eventually(clientSecrets).WithTimeout(wait).Should(gomega.Equal([]string{after, after}))
 }
