@@ -290,24 +290,7 @@ func (l *lookup) routeFrontendsOf(ctx context.Context, ns, svc string) ([]resolv
 // namespace to the enabled HTTPRoutes that use that provider, as
 // providerSecrets does for Ingresses.
 func (r *RouteReconciler) providerRoutes() handler.EventHandler {
-	file := r.resolver.file
-	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
-		providers := providersUsing(file, obj.GetName())
-		if len(providers) == 0 {
-			return nil
-		}
-		var list gatewayv1.HTTPRouteList
-		if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
-			return nil
-		}
-		var reqs []reconcile.Request
-		for i := range list.Items {
-			if usesProvider(file, list.Items[i].Annotations, providers) {
-				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
-			}
-		}
-		return reqs
-	})
+	return providerUsers(r.resolver.file, r.client, func() client.ObjectList { return &gatewayv1.HTTPRouteList{} })
 }
 
 // ReasonRefNotPermitted is the Warning for a backend in another namespace without a

@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -54,20 +55,29 @@ func inNamespace(ns string) predicate.Predicate {
 // Ingresses that use that provider, which copy it into their Secrets. It
 // replaces a periodic resync of every Ingress; rotations are rare.
 func (r *IngressReconciler) providerSecrets() handler.EventHandler {
-	file := r.resolver.file
+	return providerUsers(r.resolver.file, r.client, func() client.ObjectList { return &networkingv1.IngressList{} })
+}
+
+// providerUsers maps a change of a provider's Secret to the front doors
+// of the kind newList lists that use that provider.
+func providerUsers(file *FileConfig, c client.Reader, newList func() client.ObjectList) handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		providers := providersUsing(file, obj.GetName())
 		if len(providers) == 0 {
 			return nil
 		}
-		var list networkingv1.IngressList
-		if err := r.client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		list := newList()
+		if err := c.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+			return nil
+		}
+		items, err := meta.ExtractList(list)
+		if err != nil {
 			return nil
 		}
 		var reqs []reconcile.Request
-		for i := range list.Items {
-			if usesProvider(file, list.Items[i].Annotations, providers) {
-				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: list.Items[i].Namespace, Name: list.Items[i].Name}})
+		for _, item := range items {
+			if o, ok := item.(client.Object); ok && usesProvider(file, o.GetAnnotations(), providers) {
+				reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: o.GetName()}})
 			}
 		}
 		return reqs
