@@ -148,7 +148,22 @@ type Provider struct {
 	LogoutRedirect    string        `json:"logoutRedirect,omitempty"`
 	AllowedNamespaces []string      `json:"allowedNamespaces,omitempty"`
 	SessionStore      *SessionStore `json:"sessionStore,omitempty"`
+	// ClientSecretMode says how sidecars reach the client secret: copy
+	// (the default in this file) puts it in every namespace's Secret;
+	// broker keeps it in Gatehouse's namespace, and the sidecars' code
+	// exchange, refresh and revocation go through gatehouse broker.
+	ClientSecretMode string `json:"clientSecretMode,omitempty"`
 }
+
+// Client secret modes of a provider.
+const (
+	ClientSecretModeCopy   = "copy"
+	ClientSecretModeBroker = "broker"
+)
+
+// Brokered reports whether the provider's sidecars go through the token
+// broker.
+func (p *Provider) Brokered() bool { return p.ClientSecretMode == ClientSecretModeBroker }
 
 // SecretKeyRef names a key of a Secret in the controller's namespace.
 type SecretKeyRef struct {
@@ -236,6 +251,15 @@ func (fc *FileConfig) validate() error {
 		case "", "local", "idp":
 		default:
 			errs = append(errs, fmt.Errorf("%s.logoutRedirect: %q is not local or idp", where, p.LogoutRedirect))
+		}
+		switch p.ClientSecretMode {
+		case "", ClientSecretModeCopy:
+		case ClientSecretModeBroker:
+			if p.ClientSecretRef == nil {
+				errs = append(errs, fmt.Errorf("%s.clientSecretMode: broker needs clientSecretRef: a public client has no secret to keep", where))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("%s.clientSecretMode: %q is not copy or broker", where, p.ClientSecretMode))
 		}
 		if r := p.ClientSecretRef; r != nil && (r.Name == "" || r.Key == "") {
 			errs = append(errs, fmt.Errorf("%s.clientSecretRef: name and key are required", where))
