@@ -268,9 +268,14 @@ func classifyTokenError(doing string, err error) error {
 		case "invalid_grant", "invalid_client", "unauthorized_client", "invalid_request", "unsupported_grant_type":
 			// RFC 6749 5.2: the IdP refuses this grant for good.
 			return fmt.Errorf("%s: %w: %s", doing, ErrLoginRefused, oauthErrorCode(re.ErrorCode))
+		case "temporarily_unavailable":
+			// RFC 6749 4.1.2.1's code for a server that cannot answer now;
+			// the token broker answers it when it cannot reach the IdP, which
+			// is an IdP outage (DESIGN.md behaviour 11).
+			return fmt.Errorf("%s: %w: HTTP %d %s", doing, ErrIdPUnavailable, status, re.ErrorCode)
 		}
-		// 5xx, 429, a gateway's error page, temporarily_unavailable: the
-		// IdP failed, and trying again later may work.
+		// 5xx, 429, a gateway's error page: the IdP failed, and trying
+		// again later may work.
 		return fmt.Errorf("%s: %w: HTTP %d %s", doing, ErrIdPFailed, status, oauthErrorCode(re.ErrorCode))
 	}
 	// Network errors, timeouts and anything else that is not an answer.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
 
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
 	"github.com/gatehouse-dev/gatehouse/proxy/internal/session/cookiestore"
@@ -271,4 +272,36 @@ func TestLoginWaitsForDiscovery(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestClassifyTokenError: only an OAuth refusal (RFC 6749 5.2) ends a
+// session or refuses a login; temporarily_unavailable, which the token
+// broker answers when it cannot reach the IdP, is an outage like a
+// network error, and other answers are failures worth a retry.
+func TestClassifyTokenError(t *testing.T) {
+	t.Parallel()
+	answer := func(status int, code string) error {
+		return &oauth2.RetrieveError{Response: &http.Response{StatusCode: status}, ErrorCode: code}
+	}
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"invalid_grant", answer(http.StatusBadRequest, "invalid_grant"), ErrLoginRefused},
+		{"invalid_client", answer(http.StatusUnauthorized, "invalid_client"), ErrLoginRefused},
+		{"unauthorized_client", answer(http.StatusForbidden, "unauthorized_client"), ErrLoginRefused},
+		{"temporarily_unavailable", answer(http.StatusServiceUnavailable, "temporarily_unavailable"), ErrIdPUnavailable},
+		{"server_error", answer(http.StatusServiceUnavailable, "server_error"), ErrIdPFailed},
+		{"gateway page", answer(http.StatusBadGateway, ""), ErrIdPFailed},
+		{"network error", &url.Error{Op: "Post", URL: "https://broker.example/token", Err: errors.New("connection refused")}, ErrIdPUnavailable},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := classifyTokenError("refresh token", tc.err); !errors.Is(got, tc.want) {
+				t.Errorf("classifyTokenError(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
 }
