@@ -59,7 +59,7 @@ func (f *Flow) Callback(w http.ResponseWriter, r *http.Request) (*session.Sessio
 	}
 	ctx, cancel := context.WithTimeout(f.clientContext(r.Context()), 15*time.Second)
 	defer cancel()
-	tok, err := f.oauth2Config(p, redirectURL).Exchange(ctx, code, oauth2.VerifierOption(st.Verifier))
+	tok, err := f.oauth2Config(p, redirectURL).Exchange(f.tokenContext(ctx), code, oauth2.VerifierOption(st.Verifier))
 	if err != nil {
 		return nil, rd, classifyTokenError("exchange code", err)
 	}

@@ -56,7 +56,7 @@ func (f *Flow) Refresh(ctx context.Context, s *session.Session) (*session.Sessio
 	defer cancel()
 	cfg := f.oauth2Config(p, &url.URL{})
 	cfg.RedirectURL = ""
-	tok, err := cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: s.RefreshToken, Expiry: time.Unix(1, 0)}).Token()
+	tok, err := cfg.TokenSource(f.tokenContext(ctx), &oauth2.Token{RefreshToken: s.RefreshToken, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
 		return nil, classifyTokenError("refresh token", err)
 	}
@@ -112,8 +112,8 @@ func (f *Flow) Refresh(ctx context.Context, s *session.Session) (*session.Sessio
 }
 
 // RevokeTokens revokes s's refresh token, else its access token, at the
-// IdP's revocation endpoint (RFC 7009), when it advertises one. It reports
-// whether a revocation was made.
+// IdP's revocation endpoint (RFC 7009), when it advertises one, or through
+// the broker. It reports whether a revocation was made.
 func (f *Flow) RevokeTokens(ctx context.Context, s *session.Session) (bool, error) {
 	p := f.provider.Load()
 	if p == nil || p.revocation == "" {
@@ -129,6 +129,9 @@ func (f *Flow) RevokeTokens(ctx context.Context, s *session.Session) (bool, erro
 	form := url.Values{"token": {token}, "token_type_hint": {hint}}
 	secret := f.secret()
 	if secret == "" {
+		// RFC 7009 2.1 and RFC 6749 2.3.1: a client without a secret (a
+		// public client, or one whose broker adds the authentication)
+		// names itself in the form.
 		form.Set("client_id", f.cfg.ClientID)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -142,7 +145,7 @@ func (f *Flow) RevokeTokens(ctx context.Context, s *session.Session) (bool, erro
 		// RFC 6749 2.3.1: client_secret_basic with form-encoded credentials.
 		req.SetBasicAuth(url.QueryEscape(f.cfg.ClientID), url.QueryEscape(secret))
 	}
-	resp, err := f.cfg.HTTPClient.Do(req)
+	resp, err := f.tokenClient().Do(req)
 	if err != nil {
 		return false, fmt.Errorf("revoke token: %w", err)
 	}

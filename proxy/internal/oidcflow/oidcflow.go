@@ -75,10 +75,28 @@ type Config struct {
 	SessionLifetime time.Duration
 	// Shared, when set, records used states and codes for every replica
 	// (DESIGN.md behaviour 2), besides the replica's own set.
-	Shared     UsedMarker
+	Shared UsedMarker
+	// HTTPClient talks to the IdP: discovery, keys, userinfo and, without
+	// a Broker, the token and revocation endpoints.
 	HTTPClient *http.Client
-	Now        func() time.Time
-	Log        *slog.Logger
+	// Broker, when set, takes the token and revocation requests instead
+	// of the IdP; ClientSecret is then empty.
+	Broker *Broker
+	Now    func() time.Time
+	Log    *slog.Logger
+}
+
+// Broker is a token broker: it holds the client secret and forwards the
+// requests that need it (code exchange, refresh, revocation) to the IdP,
+// answering with the IdP's own answer. The sidecar sends it what a public
+// client would send the IdP; everything else still goes to the IdP.
+type Broker struct {
+	// URL is the broker's base URL for this provider, without a trailing
+	// slash: tokens go to URL/token, revocations to URL/revoke.
+	URL string
+	// Client sends the requests and authenticates the sidecar to the
+	// broker. It is used for nothing else.
+	Client *http.Client
 }
 
 // Flow runs logins. It is safe for concurrent use.

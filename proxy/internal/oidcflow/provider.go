@@ -3,6 +3,7 @@ package oidcflow
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -104,15 +105,26 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 	// or a failed signature, at most once per KeyRefetchInterval; its
 	// requests use the proxy's HTTP client but outlive ctx.
 	keyCtx := oidc.ClientContext(context.WithoutCancel(ctx), f.keyClient())
+	ep := endpoint(op.Endpoint(), extra.AuthMethods, f.cfg.ClientSecret == "" || f.cfg.Broker != nil)
+	revocation := extra.Revocation
+	if b := f.cfg.Broker; b != nil {
+		// The broker adds the client authentication and passes the IdP's
+		// answer through, so only where the requests go changes. It
+		// revokes only at an IdP that advertises revocation (RFC 7009).
+		ep.TokenURL = b.URL + "/token"
+		if revocation != "" {
+			revocation = b.URL + "/revoke"
+		}
+	}
 	return &provider{
 		oidc: op,
 		verifier: op.VerifierContext(keyCtx, &oidc.Config{
 			ClientID: f.cfg.ClientID,
 			Now:      f.cfg.Now,
 		}),
-		endpoint:     endpoint(op.Endpoint(), extra.AuthMethods, f.cfg.ClientSecret == ""),
+		endpoint:     ep,
 		userinfo:     op.UserInfoEndpoint(),
-		revocation:   extra.Revocation,
+		revocation:   revocation,
 		endSession:   extra.EndSession,
 		algorithms:   extra.Algorithms,
 		discoveredAt: f.cfg.Now(),
@@ -123,6 +135,22 @@ func (f *Flow) discover(ctx context.Context) (*provider, error) {
 func (f *Flow) clientContext(ctx context.Context) context.Context {
 	ctx = oidc.ClientContext(ctx, f.cfg.HTTPClient)
 	return context.WithValue(ctx, oauth2.HTTPClient, f.cfg.HTTPClient)
+}
+
+// tokenContext makes x/oauth2 send a token request with tokenClient. It is
+// only for the token request itself: go-oidc reads the same context key,
+// and userinfo must not go to the broker.
+func (f *Flow) tokenContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, oauth2.HTTPClient, f.tokenClient())
+}
+
+// tokenClient sends token and revocation requests: the broker's client,
+// else the configured one.
+func (f *Flow) tokenClient() *http.Client {
+	if f.cfg.Broker != nil {
+		return f.cfg.Broker.Client
+	}
+	return f.cfg.HTTPClient
 }
 
 // endpoint fixes how the client authenticates at the token endpoint, so
