@@ -31,6 +31,10 @@ const (
 // client (PKCE only, no secret).
 const PublicClient = "none"
 
+// DefaultBrokerTokenFile is where the controller mounts the projected
+// ServiceAccount token a sidecar shows gatehouse broker.
+const DefaultBrokerTokenFile = "/var/run/secrets/gatehouse.dev/broker/token" //nolint:gosec // a path, not a credential
+
 // Config is the validated configuration of the proxy. Start from
 // DefaultConfig; Load fills it from flags, environment and file.
 type Config struct {
@@ -65,6 +69,17 @@ type Config struct {
 	ShutdownTimeout       time.Duration
 	LogLevel              string
 	ConfigFile            string
+	// BrokerURL, when set, sends the requests that need the client secret
+	// (code exchange, refresh, revocation) to gatehouse broker, which holds
+	// it, instead of the IdP. The sidecar then holds no client secret.
+	BrokerURL string
+	// BrokerTokenFile holds the projected ServiceAccount token that
+	// authenticates the sidecar to the broker; it is read for every
+	// broker request, since the kubelet rotates it.
+	BrokerTokenFile string
+	// BrokerCAFile is a PEM bundle the broker's certificate must chain
+	// to; empty means the system roots. It is reloaded when it changes.
+	BrokerCAFile string
 
 	// ClientSecret is the client secret given by GATEHOUSE_CLIENT_SECRET
 	// rather than a file. It is never a flag, so it never shows in a
@@ -95,6 +110,7 @@ func DefaultConfig() Config {
 		LogoutRedirect:   LogoutLocal,
 		ShutdownTimeout:  20 * time.Second,
 		LogLevel:         "info",
+		BrokerTokenFile:  DefaultBrokerTokenFile,
 	}
 }
 
@@ -104,7 +120,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Upstream, "upstream", c.Upstream, "`URL` of the app, e.g. http://127.0.0.1:8080 (required)")
 	fs.StringVar(&c.IssuerURL, "issuer-url", c.IssuerURL, "OIDC issuer `URL`; discovery at <issuer>/.well-known/openid-configuration (required)")
 	fs.StringVar(&c.ClientID, "client-id", c.ClientID, "OAuth client `id` (required)")
-	fs.StringVar(&c.ClientSecretFile, "client-secret-file", c.ClientSecretFile, "`file` holding the client secret; \"none\" for a public client (PKCE only); GATEHOUSE_CLIENT_SECRET may hold the secret itself")
+	fs.StringVar(&c.ClientSecretFile, "client-secret-file", c.ClientSecretFile, "`file` holding the client secret; \"none\" for a public client (PKCE only); GATEHOUSE_CLIENT_SECRET may hold the secret itself; empty with --broker-url")
 	fs.Var(&listValue{p: &c.RedirectURLs}, "redirect-url", "exact external callback `URL` registered at the IdP, e.g. https://app.example.com/_gatehouse/callback; repeat for several hosts, chosen by exact Host match (required)")
 	fs.StringVar(&c.CookieSecretFile, "cookie-secret-file", c.CookieSecretFile, "`file` with one secret of at least 32 bytes a line: the first seals new cookies, later ones are still accepted (rotation) (required)")
 	fs.StringVar(&c.CookieName, "cookie-name", c.CookieName, "session cookie `name` (default __Host-gatehouse when --cookie-secure, else gatehouse)")
@@ -128,6 +144,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TokenAudience, "token-audience", c.TokenAudience, "`aud` of page tokens from <prefix>/token (default the upstream)")
 	fs.Var(&durationValue{p: &c.ShutdownTimeout}, "shutdown-timeout", "how long SIGTERM drains in-flight requests")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.BrokerURL, "broker-url", c.BrokerURL, "https `URL` of gatehouse broker for this provider, e.g. https://gatehouse-broker.gatehouse.svc/v1/providers/default; code exchange, refresh and revocation go there instead of the IdP, and the broker adds the client secret (leave --client-secret-file empty)")
+	fs.StringVar(&c.BrokerTokenFile, "broker-token-file", c.BrokerTokenFile, "`file` with the projected ServiceAccount token the sidecar shows the broker as a bearer token; read for every broker request, so a rotated token is used at once")
+	fs.StringVar(&c.BrokerCAFile, "broker-ca-file", c.BrokerCAFile, "PEM `file` of the CAs the broker's certificate must chain to, reloaded when it changes (default the system roots)")
 	fs.StringVar(&c.ConfigFile, "config", c.ConfigFile, "YAML `file` with the same keys as the flags; its policy keys (allowed-*, skip-auth-path) are reloaded on change")
 }
 
@@ -207,8 +226,18 @@ func (c Config) Validate() error {
 	if c.ClientID == "" {
 		add("client-id", "required: the OAuth client id registered at the IdP")
 	}
-	if c.ClientSecretFile == "" && len(c.ClientSecret) == 0 {
-		add("client-secret-file", "required: a file with the client secret, GATEHOUSE_CLIENT_SECRET, or \"none\" for a public client")
+	if c.BrokerURL != "" {
+		c.validateBroker(add)
+	} else {
+		if c.ClientSecretFile == "" && len(c.ClientSecret) == 0 {
+			add("client-secret-file", "required: a file with the client secret, GATEHOUSE_CLIENT_SECRET, or \"none\" for a public client")
+		}
+		if c.BrokerTokenFile != DefaultBrokerTokenFile {
+			add("broker-token-file", "%q given without --broker-url: only a sidecar that goes through the broker uses a token", c.BrokerTokenFile)
+		}
+		if c.BrokerCAFile != "" {
+			add("broker-ca-file", "%q given without --broker-url: only a sidecar that goes through the broker uses it", c.BrokerCAFile)
+		}
 	}
 	prefixErr := c.validatePrefix()
 	if prefixErr != nil {
@@ -304,6 +333,29 @@ func (c Config) Validate() error {
 		add("log-level", "%v", err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateBroker checks the settings of a sidecar that goes through the
+// token broker.
+func (c Config) validateBroker(add func(flag string, format string, args ...any)) {
+	if u, err := parseAbsURL(c.BrokerURL); err != nil {
+		add("broker-url", "%v", err)
+	} else if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		// The sidecar's ServiceAccount token and the users' refresh tokens
+		// travel on this connection.
+		add("broker-url", "%q must use https (http only for loopback addresses, in development)", c.BrokerURL)
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		add("broker-url", "%q must not have a query or fragment", c.BrokerURL)
+	}
+	if c.ClientSecretFile != "" {
+		add("client-secret-file", "must be empty with --broker-url, not %q: the broker holds the client secret", c.ClientSecretFile)
+	}
+	if len(c.ClientSecret) != 0 {
+		add("client-secret-file", "%s must be unset with --broker-url: the broker holds the client secret", clientSecretEnv)
+	}
+	if strings.TrimSpace(c.BrokerTokenFile) == "" {
+		add("broker-token-file", "required with --broker-url: the projected ServiceAccount token shown to the broker")
+	}
 }
 
 func (c Config) validatePrefix() error {

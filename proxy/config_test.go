@@ -104,6 +104,66 @@ func TestValidate(t *testing.T) {
 		{name: "client secret from the environment", change: func(c *proxy.Config) { c.ClientSecretFile, c.ClientSecret = "", proxy.Secret("s3cret") }},
 		{name: "public client", change: func(c *proxy.Config) { c.ClientSecretFile = proxy.PublicClient }},
 
+		// Token broker: the broker holds the client secret, so the
+		// sidecar must hold none.
+		{name: "broker", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+			c.BrokerCAFile = "/secrets/broker-ca.crt"
+		}},
+		{name: "broker with a trailing slash and its own token file", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default/"
+			c.BrokerTokenFile = "/run/broker-token"
+		}},
+		{name: "broker over http on loopback", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "http://127.0.0.1:8443/v1/providers/default"
+		}},
+		{name: "broker over http", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "http://gatehouse-broker.gatehouse.svc/v1/providers/default"
+		}, flags: []string{"broker-url"}, contains: "https"},
+		{name: "broker over http on a name ending in localhost", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "http://localhost.example.com/v1/providers/default"
+		}, flags: []string{"broker-url"}, contains: "https"},
+		{name: "broker not a URL", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "gatehouse-broker.gatehouse.svc"
+		}, flags: []string{"broker-url"}, contains: "absolute"},
+		{name: "broker with a query", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default?x=1"
+		}, flags: []string{"broker-url"}, contains: "query"},
+		{name: "broker with credentials", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://u:p@gatehouse-broker.gatehouse.svc/v1/providers/default"
+		}, flags: []string{"broker-url"}, contains: "credentials"},
+		{name: "broker and a client secret file", change: func(c *proxy.Config) {
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+		}, flags: []string{"client-secret-file"}, contains: "the broker holds the client secret"},
+		{name: "broker and a public client", change: func(c *proxy.Config) {
+			c.ClientSecretFile = proxy.PublicClient
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+		}, flags: []string{"client-secret-file"}, contains: "the broker holds the client secret"},
+		{name: "broker and GATEHOUSE_CLIENT_SECRET", change: func(c *proxy.Config) {
+			c.ClientSecretFile, c.ClientSecret = "", proxy.Secret("s3cret")
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+		}, flags: []string{"client-secret-file"}, contains: "GATEHOUSE_CLIENT_SECRET must be unset"},
+		{name: "broker without a token file", change: func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+			c.BrokerTokenFile = ""
+		}, flags: []string{"broker-token-file"}, contains: "required"},
+		{name: "broker token file without a broker", change: func(c *proxy.Config) { c.BrokerTokenFile = "/run/broker-token" }, flags: []string{"broker-token-file"}, contains: "without --broker-url"},
+		{name: "broker CA file without a broker", change: func(c *proxy.Config) { c.BrokerCAFile = "/secrets/broker-ca.crt" }, flags: []string{"broker-ca-file"}, contains: "without --broker-url"},
+		{name: "every broker problem at once", change: func(c *proxy.Config) {
+			c.ClientSecret = proxy.Secret("s3cret")
+			c.BrokerURL = "http://gatehouse-broker.gatehouse.svc"
+			c.BrokerTokenFile = " "
+		}, flags: []string{"broker-url", "client-secret-file", "client-secret-file", "broker-token-file"}},
+
 		// --path-prefix.
 		{name: "prefix without leading slash", change: func(c *proxy.Config) { c.PathPrefix = "_gatehouse" }, flags: []string{"path-prefix"}, contains: "start with /"},
 		{name: "prefix empty", change: func(c *proxy.Config) { c.PathPrefix = "" }, flags: []string{"path-prefix"}, contains: "start with /"},

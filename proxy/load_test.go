@@ -407,6 +407,47 @@ func TestLoadClientSecret(t *testing.T) {
 	})
 }
 
+func TestLoadBroker(t *testing.T) {
+	t.Parallel()
+	withoutSecretFile := slices.DeleteFunc(slices.Clone(requiredArgs), func(a string) bool {
+		return strings.HasPrefix(a, "--client-secret-file=")
+	})
+	want := validProxyConfig()
+	want.ClientSecretFile = ""
+	want.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+	want.BrokerTokenFile = "/run/broker/token"
+	want.BrokerCAFile = "/secrets/broker-ca.crt"
+	settings := map[string]string{"broker-url": want.BrokerURL, "broker-token-file": want.BrokerTokenFile, "broker-ca-file": want.BrokerCAFile}
+	args := slices.Clone(withoutSecretFile)
+	env := map[string]string{}
+	var yaml strings.Builder
+	for name, value := range settings {
+		args = append(args, "--"+name+"="+value)
+		env[proxy.EnvName(name)] = value
+		fmt.Fprintf(&yaml, "%s: %q\n", name, value)
+	}
+	sources := map[string]proxy.Config{
+		"flags": mustLoad(t, args, nil),
+		"env":   mustLoad(t, withoutSecretFile, env),
+		"file":  mustLoad(t, append(slices.Clone(withoutSecretFile), "--config="+writeConfigYAML(t, yaml.String())), nil),
+	}
+	for name, got := range sources {
+		got.ConfigFile = ""
+		if diff := cmp.Diff(want, got, configCmp); diff != "" {
+			t.Errorf("Load of the broker settings from %s (-want +got):\n%s", name, diff)
+		}
+	}
+	if got := mustLoad(t, append(slices.Clone(withoutSecretFile), "--broker-url="+want.BrokerURL), nil); got.BrokerTokenFile != proxy.DefaultBrokerTokenFile {
+		t.Errorf("default --broker-token-file %q, want %q", got.BrokerTokenFile, proxy.DefaultBrokerTokenFile)
+	}
+
+	problems := loadProblems(t, withoutSecretFile, map[string]string{
+		"GATEHOUSE_BROKER_URL":    want.BrokerURL,
+		"GATEHOUSE_CLIENT_SECRET": "s3cret",
+	})
+	wantProblem(t, problems, "--client-secret-file: ", "GATEHOUSE_CLIENT_SECRET", "broker holds the client secret")
+}
+
 func TestLoadConfigFileSelection(t *testing.T) {
 	t.Parallel()
 	byEnv := writeConfigYAML(t, "client-id: from-env-file\n")
@@ -797,6 +838,12 @@ func TestArgsRoundTrip(t *testing.T) {
 			c.ConfigFile = configFile
 		}},
 		{"public client", func(c *proxy.Config) { c.ClientSecretFile = proxy.PublicClient }},
+		{"broker", func(c *proxy.Config) {
+			c.ClientSecretFile = ""
+			c.BrokerURL = "https://gatehouse-broker.gatehouse.svc/v1/providers/default"
+			c.BrokerTokenFile = "/run/broker/token"
+			c.BrokerCAFile = "/secrets/broker-ca.crt"
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,6 +60,9 @@ type Server struct {
 	policy    atomic.Pointer[authz.Policy]
 	ready     atomic.Bool
 	refresher *refresher
+	// broker carries token requests to gatehouse broker; nil without
+	// --broker-url.
+	broker *brokerTransport
 	// setCodecs installs codecs derived from a new cookie secret file.
 	setCodecs  func(session, login []securecookie.Codec)
 	closeStore func() error
@@ -93,6 +96,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: --client-secret-file: %w", ErrConfig, err)
 	}
+	var bt *brokerTransport
+	if cfg.BrokerURL != "" {
+		if bt, err = newBrokerTransport(cfg.BrokerTokenFile, cfg.BrokerCAFile); err != nil {
+			return nil, fmt.Errorf("%w: --broker-ca-file: %w", ErrConfig, err)
+		}
+	}
 	codecs, err := cookiestore.Codecs(secrets, cfg.SessionLifetime)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --cookie-secret-file: %w", ErrConfig, err)
@@ -124,6 +133,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		upstream:   upstream,
 		cookieName: cfg.EffectiveCookieName(),
 		metrics:    newMetrics(),
+		broker:     bt,
 
 		bodyReadTimeout: bodyReadTimeout,
 	}
@@ -154,6 +164,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.closeStore = func() error { return nil }
 		s.setCodecs = func(sc, lc []securecookie.Codec) { st.SetCodecs(sc); s.flow.SetCodecs(lc) }
 	}
+	var broker *oidcflow.Broker
+	if bt != nil {
+		broker = &oidcflow.Broker{URL: strings.TrimSuffix(cfg.BrokerURL, "/"), Client: bt.client()}
+	}
 	// With Redis, used states and codes are refused on every replica.
 	var shared oidcflow.UsedMarker
 	if m, ok := s.store.(usedMarker); ok {
@@ -172,6 +186,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		SessionLifetime: cfg.SessionLifetime,
 		Shared:          shared,
 		HTTPClient:      deps.HTTPClient,
+		Broker:          broker,
 		Now:             deps.Now,
 		Log:             deps.Log,
 	})
@@ -371,6 +386,15 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	}
 	if s.cfg.ClientSecretFile == PublicClient {
 		s.log.Info("Running as a public OAuth client (PKCE only, no client secret)")
+	}
+	if s.broker != nil {
+		s.log.Info("Token requests go through the broker, which holds the client secret", "broker", s.cfg.BrokerURL, "tokenFile", s.cfg.BrokerTokenFile, "caFile", s.cfg.BrokerCAFile)
+		if _, err := readBrokerToken(s.cfg.BrokerTokenFile); err != nil {
+			s.log.Warn("Broker token file unreadable; logins and refreshes fail until it can be read", "file", s.cfg.BrokerTokenFile, "error", err)
+		}
+		if s.cfg.BrokerCAFile != "" {
+			go s.watchFile(bg, s.cfg.BrokerCAFile, s.reloadBrokerCA)
+		}
 	}
 	main := &http.Server{
 		Handler:           s.Handler(),

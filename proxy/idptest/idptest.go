@@ -5,7 +5,8 @@
 // (authorization_code and refresh_token grants), userinfo and revocation.
 //
 // Switches let a test forge tokens (claims, algorithm, key), refuse refresh,
-// take the IdP down, or make the token endpoint fail. It is for tests only.
+// take the IdP down, or make the token endpoint fail, and a hook shows it
+// every request. It is for tests only.
 package idptest
 
 import (
@@ -71,6 +72,7 @@ type Provider struct {
 	tokenCalls     map[string]int
 	keyFetches     int
 	now            func() time.Time
+	requestHook    func(r *http.Request)
 }
 
 type grant struct {
@@ -172,6 +174,11 @@ func (p *Provider) SetClientSecret(secret string) { p.set(func() { p.ClientSecre
 // it is answered, so a test can hold a request in flight.
 func (p *Provider) SetTokenDelay(f func()) { p.set(func() { p.tokenDelay = f }) }
 
+// SetRequestHook makes every request, before it is answered, call f
+// (outside the lock), so a test can see who calls which endpoint with
+// which headers. f must not read the body.
+func (p *Provider) SetRequestHook(f func(r *http.Request)) { p.set(func() { p.requestHook = f }) }
+
 // SetAccessTokenTTL sets expires_in of new access tokens.
 func (p *Provider) SetAccessTokenTTL(d time.Duration) { p.set(func() { p.accessTokenTTL = d }) }
 
@@ -208,8 +215,11 @@ func (p *Provider) set(f func()) {
 func (p *Provider) gate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
-		down := p.down
+		down, hook := p.down, p.requestHook
 		p.mu.Unlock()
+		if hook != nil {
+			hook(r)
+		}
 		if down {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
