@@ -1,9 +1,24 @@
 package controllers
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
 // BrokerRedirects is one namespace's entry in the broker registry, the
@@ -49,4 +64,93 @@ func (r BrokerRedirects) String() string {
 	}
 	b, _ := json.Marshal(out)
 	return string(b)
+}
+
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update
+
+// registryKeeper keeps the broker registry: for every namespace, the
+// callback URLs of the last good specs in Gatehouse's Secrets there whose
+// provider is in broker mode. A Secret is in it from when its front door is
+// first protected until the controller deletes it, so a login that began
+// before an edit still completes.
+type registryKeeper struct {
+	reader    client.Reader // cache: Gatehouse's Secrets
+	apiReader client.Reader // the ConfigMap, which is not cached
+	writer    client.Client
+	namespace string
+	name      string
+}
+
+// Reconcile rewrites the whole registry from the cached Secrets: one
+// request stands for every change, so a burst of changes is one write.
+func (k *registryKeeper) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	want, err := k.entries(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var cm corev1.ConfigMap
+	err = k.apiReader.Get(ctx, client.ObjectKey{Namespace: k.namespace, Name: k.name}, &cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: k.namespace, Name: k.name}, Data: want}
+		if err := k.writer.Create(ctx, &cm); err != nil {
+			return ctrl.Result{}, fmt.Errorf("create broker registry: %w", err)
+		}
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("read broker registry: %w", err)
+	case !maps.Equal(cm.Data, want):
+		cm.Data = want
+		if err := k.writer.Update(ctx, &cm); err != nil {
+			return ctrl.Result{}, fmt.Errorf("update broker registry: %w", err)
+		}
+	default:
+		return ctrl.Result{}, nil
+	}
+	ctrl.LoggerFrom(ctx).Info("Broker registry updated", "configMap", k.name, "namespaces", len(want))
+	return ctrl.Result{}, nil
+}
+
+// entries are the registry's data: namespace -> BrokerRedirects.
+func (k *registryKeeper) entries(ctx context.Context) (map[string]string, error) {
+	var list corev1.SecretList
+	if err := k.reader.List(ctx, &list, client.HasLabels{SecretLabelIngress}, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list Gatehouse's secrets: %w", err)
+	}
+	byNS := map[string]BrokerRedirects{}
+	for i := range list.Items {
+		spec := lastGoodOf(&list.Items[i])
+		if spec == nil || !spec.brokered() || spec.Provider == "" {
+			continue
+		}
+		ns := list.Items[i].Namespace
+		if byNS[ns] == nil {
+			byNS[ns] = BrokerRedirects{}
+		}
+		byNS[ns][spec.Provider] = append(byNS[ns][spec.Provider], spec.redirectURLs()...)
+	}
+	out := make(map[string]string, len(byNS))
+	for ns, r := range byNS {
+		out[ns] = r.String()
+	}
+	return out, nil
+}
+
+// registryRequest is the one request that stands for the whole registry.
+var registryRequest = reconcile.Request{NamespacedName: types.NamespacedName{Name: "broker-registry"}}
+
+// SetupWithManager registers the keeper for changes of Gatehouse's
+// Secrets; it also runs once at start.
+func (k *registryKeeper) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("broker-registry").
+		WatchesRawSource(source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			q.Add(registryRequest)
+			return nil
+		})).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+			return []reconcile.Request{registryRequest}
+		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
+			return o.GetLabels()[SecretLabelIngress] != ""
+		}))).
+		Complete(k)
 }

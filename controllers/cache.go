@@ -64,7 +64,7 @@ func clientConfig(cfg *rest.Config, c Config) *rest.Config {
 // everything, Pods cut down to what the controller reads, and Secrets
 // limited to Gatehouse's own (labelled) plus the provider Secrets in its
 // namespace.
-func cacheOptions(own string, file *FileConfig) (cache.Options, error) {
+func cacheOptions(own string, file *FileConfig, brokerTLS string) (cache.Options, error) {
 	owned, err := labels.Parse(SecretLabelIngress)
 	if err != nil {
 		return cache.Options{}, err
@@ -79,7 +79,7 @@ func cacheOptions(own string, file *FileConfig) (cache.Options, error) {
 				// In Gatehouse's namespace every Secret is watched (a
 				// Secret's name cannot be selected by label), and only the
 				// providers' keep their data.
-				own: {Transform: keepSecretData(providers)},
+				own: {Transform: keepSecretData(providers, brokerTLS)},
 			}},
 		},
 	}, nil
@@ -119,15 +119,19 @@ func providersUsing(file *FileConfig, name string) []string {
 
 // keepSecretData drops managed fields, and the data of every Secret
 // neither named in keep nor Gatehouse's own (Helm's release Secrets, the
-// webhook certificate), from Secrets of Gatehouse's namespace.
-func keepSecretData(keep []string) toolscache.TransformFunc {
+// webhook certificate), from Secrets of Gatehouse's namespace. Of the
+// broker's certificate Secret, brokerTLS, only the CA stays.
+func keepSecretData(keep []string, brokerTLS string) toolscache.TransformFunc {
 	strip := cache.TransformStripManagedFields()
 	return func(obj any) (any, error) {
 		obj, err := strip(obj)
 		if err != nil {
 			return obj, err
 		}
-		if s, ok := obj.(*corev1.Secret); ok && !slices.Contains(keep, s.Name) && s.Labels[SecretLabelIngress] == "" {
+		if s, ok := obj.(*corev1.Secret); ok && s.Name == brokerTLS && !slices.Contains(keep, s.Name) {
+			s.Data = map[string][]byte{"ca.crt": s.Data["ca.crt"]}
+			s.StringData, s.Annotations = nil, nil
+		} else if ok && !slices.Contains(keep, s.Name) && s.Labels[SecretLabelIngress] == "" {
 			s.Data, s.StringData = nil, nil
 			s.Annotations = nil
 		}

@@ -88,7 +88,7 @@ func isSidecar(c corev1.Container) bool { return c.Name == SidecarName }
 
 func TestKeepSecretData(t *testing.T) {
 	t.Parallel()
-	keep := keepSecretData([]string{"gatehouse-oidc"})
+	keep := keepSecretData([]string{"gatehouse-oidc"}, "gatehouse-broker-tls")
 	for _, tc := range []struct {
 		s    *corev1.Secret
 		kept bool
@@ -104,6 +104,17 @@ func TestKeepSecretData(t *testing.T) {
 		if got := out.(*corev1.Secret).Data != nil; got != tc.kept {
 			t.Errorf("%s: data kept %v, want %v", tc.s.Name, got, tc.kept)
 		}
+	}
+	// Of the broker's certificate, the CA alone: the controller copies it
+	// to brokered namespaces and never needs the broker's key.
+	out, err := keep(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-broker-tls"}, Data: map[string][]byte{
+		"ca.crt": []byte("ca"), "tls.crt": []byte("crt"), "tls.key": []byte("key"),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := out.(*corev1.Secret).Data; len(got) != 1 || string(got["ca.crt"]) != "ca" {
+		t.Errorf("broker certificate Secret kept %v, want only ca.crt", got)
 	}
 }
 

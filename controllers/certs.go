@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -161,15 +162,24 @@ func (c *certManager) sync(ctx context.Context) error {
 
 // issue signs a serving certificate for the webhook Service's names.
 func (c *certManager) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey) (map[string][]byte, error) {
+	names, ips := c.names()
+	return issueServing(ca, caKey, names, ips, c.now())
+}
+
+// issueServing signs a serving certificate for names and ips with the CA,
+// and returns it with its key and the CA as a Secret's data.
+func issueServing(ca *x509.Certificate, caKey *ecdsa.PrivateKey, names []string, ips []net.IP, now time.Time) (map[string][]byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	names, ips := c.names()
-	now := c.now()
+	cn := "gatehouse"
+	if len(names) > 0 {
+		cn = names[len(names)/2]
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: names[2]},
+		Subject:      pkix.Name{CommonName: cn},
 		DNSNames:     names,
 		IPAddresses:  ips,
 		NotBefore:    now.Add(-time.Hour),
@@ -179,7 +189,7 @@ func (c *certManager) issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey) (map[
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("sign webhook certificate: %w", err)
+		return nil, fmt.Errorf("sign serving certificate: %w", err)
 	}
 	keyDER, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
@@ -373,4 +383,117 @@ func certNotAfter(dir string) float64 {
 		return 0
 	}
 	return float64(cert.NotAfter.Unix())
+}
+
+// brokerCerts issues the token broker's serving certificate from the
+// webhook's CA (which the controller makes itself when it has no
+// --webhook-cert-dir) into the broker's Secret, and renews it, so that
+// sidecars can trust the broker with the CA the controller copies to them.
+type brokerCerts struct {
+	reader    client.Reader // uncached
+	client    client.Client
+	namespace string
+	caSecret  string // the webhook's certificate Secret, with the CA
+	secret    string // the broker's
+	host      string // the broker URL's host
+	log       logr.Logger
+	now       func() time.Time
+}
+
+// NeedLeaderElection is false: the replicas agree on the Secret through
+// the API server (create fails for all but one; updates are
+// optimistic), and the broker must get its certificate even while no
+// replica leads.
+func (b *brokerCerts) NeedLeaderElection() bool { return false }
+
+// Start keeps the broker's certificate current until ctx ends.
+func (b *brokerCerts) Start(ctx context.Context) error {
+	t := time.NewTicker(certCheckEvery)
+	defer t.Stop()
+	for {
+		if err := b.sync(ctx); err != nil {
+			b.log.Error(err, "Broker certificate not current; retrying", "secret", b.secret)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// names are the broker certificate's DNS names and IP addresses: the
+// broker URL's host, and for a Service name (<svc>.<ns>.svc) its other
+// forms.
+func (b *brokerCerts) names() ([]string, []net.IP) {
+	if ip := net.ParseIP(b.host); ip != nil {
+		return nil, []net.IP{ip}
+	}
+	names := []string{b.host}
+	if svc, ok := strings.CutSuffix(strings.TrimSuffix(b.host, ".cluster.local"), ".svc"); ok {
+		name, ns, _ := strings.Cut(svc, ".")
+		names = []string{name, svc, name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local"}
+	}
+	return names, nil
+}
+
+func (b *brokerCerts) sync(ctx context.Context) error {
+	var caSecret corev1.Secret
+	if err := b.reader.Get(ctx, client.ObjectKey{Namespace: b.namespace, Name: b.caSecret}, &caSecret); err != nil {
+		return fmt.Errorf("read the CA: %w", err)
+	}
+	ca, caKey, err := parseCA(caSecret.Data)
+	if err != nil {
+		return fmt.Errorf("read the CA in %s: %w", b.caSecret, err)
+	}
+	var s corev1.Secret
+	err = b.reader.Get(ctx, client.ObjectKey{Namespace: b.namespace, Name: b.secret}, &s)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read broker certificate secret: %w", err)
+	}
+	created := apierrors.IsNotFound(err)
+	if !created && !b.needsRenewal(s.Data, ca) {
+		return nil
+	}
+	names, ips := b.names()
+	data, err := issueServing(ca, caKey, names, ips, b.now())
+	if err != nil {
+		return err
+	}
+	delete(data, "ca.key")
+	s.Data = data
+	if created {
+		s.ObjectMeta = metav1.ObjectMeta{Name: b.secret, Namespace: b.namespace}
+		s.Type = corev1.SecretTypeTLS
+		if err := b.client.Create(ctx, &s); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return nil // another replica was first
+			}
+			return fmt.Errorf("create broker certificate secret: %w", err)
+		}
+		b.log.Info("Broker certificate created", "secret", b.secret)
+		return nil
+	}
+	if err := b.client.Update(ctx, &s); err != nil {
+		return fmt.Errorf("renew broker certificate: %w", err)
+	}
+	b.log.Info("Broker certificate renewed", "secret", b.secret)
+	return nil
+}
+
+// needsRenewal is true for a certificate that is unreadable, for another
+// host, not signed by the current CA, or close to expiry.
+func (b *brokerCerts) needsRenewal(data map[string][]byte, ca *x509.Certificate) bool {
+	pair, err := tls.X509KeyPair(data["tls.crt"], data["tls.key"])
+	if err != nil {
+		return true
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil || leaf.VerifyHostname(b.host) != nil || leaf.CheckSignatureFrom(ca) != nil {
+		return true
+	}
+	if !bytes.Equal(data["ca.crt"], pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})) {
+		return true
+	}
+	return b.now().Add(certRenewBefore).After(leaf.NotAfter)
 }

@@ -52,6 +52,20 @@ type Config struct {
 	// controller's clients make to the API server together.
 	KubeAPIQPS   float64
 	KubeAPIBurst int
+	// BrokerURL is where sidecars reach gatehouse broker (the chart's
+	// Service); providers in broker mode need it.
+	BrokerURL string
+	// BrokerTLSSecret, in the controller's namespace, holds the broker's
+	// serving certificate: the controller issues it from its own CA when it
+	// makes the webhook's certificate itself, and copies its ca.crt into
+	// the Secrets of brokered front doors.
+	BrokerTLSSecret string
+	// BrokerRegistry is the ConfigMap, in the controller's namespace,
+	// where the controller lists each namespace's callback URLs for the
+	// broker.
+	BrokerRegistry string
+	// BrokerAudience is the audience of the sidecars' projected tokens.
+	BrokerAudience string
 }
 
 // DefaultConfig returns the defaults of DESIGN.md "Controller flags".
@@ -67,6 +81,9 @@ func DefaultConfig() Config {
 		SecretRetention:      time.Hour,
 		KubeAPIQPS:           DefaultKubeAPIQPS,
 		KubeAPIBurst:         DefaultKubeAPIBurst,
+		BrokerTLSSecret:      "gatehouse-broker-tls",
+		BrokerRegistry:       DefaultBrokerRegistry,
+		BrokerAudience:       DefaultBrokerAudience,
 	}
 }
 
@@ -87,6 +104,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
 	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per `second` to the API server, all of the controller's clients together (client-go's default of 5 is too few for a cluster of thousands of Pods; the API server's Priority and Fairness still applies); 0 or less turns the client-side limit off")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "`requests` to the API server allowed in a burst above --kube-api-qps")
+	fs.StringVar(&c.BrokerURL, "broker-url", c.BrokerURL, "https `URL` at which sidecars reach gatehouse broker, e.g. https://gatehouse-broker.gatehouse.svc; required by providers with clientSecretMode broker")
+	fs.StringVar(&c.BrokerTLSSecret, "broker-tls-secret", c.BrokerTLSSecret, "`name` of the Secret in --namespace with the broker's serving certificate; issued and renewed by the controller unless --webhook-cert-dir is set, and its ca.crt is what sidecars trust")
+	fs.StringVar(&c.BrokerRegistry, "broker-registry", c.BrokerRegistry, "`name` of the ConfigMap in --namespace where the controller lists, per namespace, the callback URLs the broker may exchange codes for")
+	fs.StringVar(&c.BrokerAudience, "broker-token-audience", c.BrokerAudience, "`audience` of the projected ServiceAccount tokens sidecars show the broker")
 	fs.DurationVar(&c.SecretRetention, "secret-retention", c.SecretRetention, "how long the Secret of a deleted or disabled Ingress is kept once no Pod mounts it, so that the Ingress recreated under the same name (a GitOps delete and recreate) keeps its cookie secret and nobody is logged out")
 }
 
@@ -114,6 +135,14 @@ func (c Config) Validate() error {
 	}
 	if c.KubeAPIQPS > 0 && c.KubeAPIBurst < 1 {
 		errs = append(errs, fmt.Errorf("--kube-api-burst: %d; at least 1 when --kube-api-qps is set", c.KubeAPIBurst))
+	}
+	if c.BrokerURL != "" {
+		if u, err := url.Parse(c.BrokerURL); err != nil || u.Scheme != "https" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			errs = append(errs, fmt.Errorf("--broker-url: %q is not an https URL without a path", c.BrokerURL))
+		}
+		if c.BrokerTLSSecret == "" || c.BrokerRegistry == "" || c.BrokerAudience == "" {
+			errs = append(errs, errors.New("--broker-tls-secret, --broker-registry, --broker-token-audience: required with --broker-url"))
+		}
 	}
 	if c.SecretRetention < 0 {
 		errs = append(errs, fmt.Errorf("--secret-retention: %s is negative", c.SecretRetention))
@@ -310,6 +339,21 @@ func (fc *FileConfig) Provider(name string) (*Provider, bool) {
 		return nil, false
 	}
 	return &fc.Providers[i], true
+}
+
+// CheckBroker reports providers in broker mode when no broker URL is
+// configured: their sidecars would have no way to the client secret.
+func (fc *FileConfig) CheckBroker(brokerURL string) error {
+	if brokerURL != "" {
+		return nil
+	}
+	var errs []error
+	for _, p := range fc.Providers {
+		if p.Brokered() {
+			errs = append(errs, fmt.Errorf("--broker-url: required: provider %q has clientSecretMode broker (set the broker's URL, or clientSecretMode copy)", p.Name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Allows reports whether the provider may be used from namespace ns: one

@@ -92,6 +92,24 @@ const (
 	// Ingresses in front of the same Services. While a later edit is
 	// refused or conflicts, Pods keep getting this one.
 	SecretKeyLastGood = "last-good.json"
+	// SecretKeyBrokerCA is the CA bundle the token broker's certificate
+	// chains to, for sidecars of a provider in broker mode (which hold no
+	// client secret).
+	SecretKeyBrokerCA = "broker-ca.crt"
+)
+
+// The projected ServiceAccount token with which a sidecar in broker mode
+// authenticates to gatehouse broker.
+const (
+	// BrokerTokenVolumeName is the Pod volume holding the token.
+	BrokerTokenVolumeName = "gatehouse-broker-token"
+	// BrokerTokenMountPath is where the sidecar finds it, as "token": the
+	// proxy's default --broker-token-file.
+	BrokerTokenMountPath = "/var/run/secrets/gatehouse.dev/broker"
+	// BrokerTokenSeconds is the token's lifetime, the least the API server
+	// allows: the kubelet renews it at 80%, and a token copied out of a Pod
+	// is useless ten minutes later.
+	BrokerTokenSeconds = 600
 )
 
 // Event reasons.

@@ -290,7 +290,7 @@ func (l *lookup) routeFrontendsOf(ctx context.Context, ns, svc string) ([]resolv
 // namespace to the enabled HTTPRoutes that use that provider, as
 // providerSecrets does for Ingresses.
 func (r *RouteReconciler) providerRoutes() handler.EventHandler {
-	return providerUsers(r.resolver.file, r.client, func() client.ObjectList { return &gatewayv1.HTTPRouteList{} })
+	return providerUsers(r.resolver.file, r.resolver.broker.tlsSecret, r.client, func() client.ObjectList { return &gatewayv1.HTTPRouteList{} })
 }
 
 // ReasonRefNotPermitted is the Warning for a backend in another namespace without a

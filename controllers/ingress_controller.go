@@ -320,7 +320,7 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 	default:
 		data[SecretKeyCookie] = current
 	}
-	for key, ref := range map[string]*secretRef{SecretKeyClientSecret: res.clientSecretRef, SecretKeyRedisPassword: res.redisRef} {
+	for key, ref := range map[string]*secretRef{SecretKeyClientSecret: res.clientSecretRef, SecretKeyRedisPassword: res.redisRef, SecretKeyBrokerCA: res.brokerCARef} {
 		if ref == nil {
 			continue
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"time"
@@ -63,7 +64,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 			return nil, err
 		}
 	}
-	cacheOpts, err := cacheOptions(cfg.Namespace, file)
+	cacheOpts, err := cacheOptions(cfg.Namespace, file, cfg.BrokerTLSSecret)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +116,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		file:      file,
 		namespace: cfg.Namespace,
 		image:     cfg.SidecarImage,
+		broker:    brokerSettings{url: cfg.BrokerURL, tlsSecret: cfg.BrokerTLSSecret, audience: cfg.BrokerAudience},
 	}
 	redisUsersOf := &redisUsers{}
 	scope := &scopeKeeper{
@@ -148,6 +150,15 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	if routes {
 		if err := (&RouteReconciler{IngressReconciler: rec}).SetupWithManager(mgr); err != nil {
 			return nil, fmt.Errorf("register httproute reconciler: %w", err)
+		}
+	}
+	if cfg.BrokerURL != "" {
+		keeper := &registryKeeper{
+			reader: mgr.GetClient(), apiReader: mgr.GetAPIReader(), writer: mgr.GetClient(),
+			namespace: cfg.Namespace, name: cfg.BrokerRegistry,
+		}
+		if err := keeper.SetupWithManager(mgr); err != nil {
+			return nil, fmt.Errorf("register broker registry: %w", err)
 		}
 	}
 	mgr.GetWebhookServer().Register(WebhookPath, &webhook.Admission{Handler: &PodInjector{
@@ -203,6 +214,9 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 	if err != nil {
 		return err
 	}
+	if err := file.CheckBroker(cfg.BrokerURL); err != nil {
+		return err
+	}
 	selfSigned := cfg.WebhookCertDir == ""
 	if selfSigned {
 		dir, err := os.MkdirTemp("", "gatehouse-webhook-")
@@ -226,6 +240,20 @@ func Run(ctx context.Context, cfg Config, opts Options) error {
 		}
 		if err := mgr.Add(cm); err != nil {
 			return err
+		}
+		if cfg.BrokerURL != "" {
+			u, _ := url.Parse(cfg.BrokerURL) // checked by Validate
+			bc := &brokerCerts{
+				reader: mgr.GetAPIReader(), client: mgr.GetClient(), namespace: cfg.Namespace,
+				caSecret: cfg.WebhookService + "-tls", secret: cfg.BrokerTLSSecret, host: u.Hostname(),
+				log: opts.Log.WithName("broker-certs"), now: time.Now,
+			}
+			if err := bc.sync(ctx); err != nil {
+				return fmt.Errorf("broker certificate: %w", err)
+			}
+			if err := mgr.Add(bc); err != nil {
+				return err
+			}
 		}
 	}
 	for _, p := range file.Providers {

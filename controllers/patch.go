@@ -48,11 +48,17 @@ func injectionPatch(orig, mutated *corev1.Pod) []jsonpatch.JsonPatchOperation {
 	} else {
 		add("/spec/initContainers/0", mutated.Spec.InitContainers[0])
 	}
-	// Its volume goes last.
+	// Its volumes (the Secret, and in broker mode the token) go last.
 	if len(orig.Spec.Volumes) == 0 {
 		add("/spec/volumes", mutated.Spec.Volumes)
 	} else {
-		add("/spec/volumes/-", mutated.Spec.Volumes[len(mutated.Spec.Volumes)-1])
+		for _, v := range mutated.Spec.Volumes[len(orig.Spec.Volumes):] {
+			add("/spec/volumes/-", v)
+		}
+	}
+
+	if orig.Spec.ServiceAccountName == "" && mutated.Spec.ServiceAccountName != "" {
+		add("/spec/serviceAccountName", mutated.Spec.ServiceAccountName)
 	}
 
 	// The app containers: the taken-over port loses its name, and probes

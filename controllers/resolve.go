@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -53,6 +54,8 @@ type resolved struct {
 	// redisUser is set when the namespace gets a Redis user of its own:
 	// redisRef is then the credential that makes it.
 	redisUser *namespaceRedisUser
+	// brokerCARef is the broker's CA, for a provider in broker mode.
+	brokerCARef *secretRef
 }
 
 type secretRef struct {
@@ -71,6 +74,12 @@ type resolver struct {
 	file      *FileConfig
 	namespace string // the controller's own
 	image     string
+	broker    brokerSettings
+}
+
+// brokerSettings are the controller's flags for providers in broker mode.
+type brokerSettings struct {
+	url, tlsSecret, audience string
 }
 
 func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
@@ -158,7 +167,15 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 		spec.IssuerURL, spec.ClientID = p.IssuerURL, p.ClientID
 		spec.Scopes, spec.GroupsClaim = p.Scopes, p.GroupsClaim
 		spec.LogoutRedirect = p.LogoutRedirect
-		if ref := p.ClientSecretRef; ref != nil {
+		switch ref := p.ClientSecretRef; {
+		case ref != nil && p.Brokered():
+			// The client secret stays in Gatehouse's namespace; the
+			// namespace gets the broker's CA instead.
+			spec.Provider = p.Name
+			spec.BrokerURL = strings.TrimSuffix(r.broker.url, "/") + "/v1/providers/" + url.PathEscape(p.Name)
+			spec.BrokerAudience = r.broker.audience
+			res.brokerCARef = &secretRef{r.namespace, r.broker.tlsSecret, "ca.crt"}
+		case ref != nil:
 			spec.HasClientSecret = true
 			res.clientSecretRef = &secretRef{r.namespace, ref.Name, ref.Key}
 		}

@@ -50,6 +50,26 @@ type sidecarSpec struct {
 	Resources corev1.ResourceRequirements
 	// MountPath is where the Secret's files are; SecretMountPath in Pods.
 	MountPath string
+	// Provider, BrokerURL and BrokerAudience are set for a provider in
+	// broker mode: the sidecar holds no client secret and sends token
+	// requests to BrokerURL with a projected ServiceAccount token of
+	// BrokerAudience. Empty otherwise, so that specs of other modes stay
+	// as earlier releases wrote them.
+	Provider       string `json:",omitempty"`
+	BrokerURL      string `json:",omitempty"`
+	BrokerAudience string `json:",omitempty"`
+}
+
+// brokered reports whether the sidecar goes through the token broker.
+func (s sidecarSpec) brokered() bool { return s.BrokerURL != "" }
+
+// redirectURLs are the sidecar's --redirect-url values, one per origin.
+func (s sidecarSpec) redirectURLs() []string {
+	out := make([]string, 0, len(s.Origins))
+	for _, o := range s.Origins {
+		out = append(out, o+s.PathPrefix+"/callback")
+	}
+	return out
 }
 
 // secure reports whether every origin is https, which is what Secure (and
@@ -89,9 +109,12 @@ func (s sidecarSpec) proxyConfig(appPort, listen, metrics int32) proxy.Config {
 	if s.HasClientSecret {
 		c.ClientSecretFile = path.Join(s.MountPath, SecretKeyClientSecret)
 	}
-	for _, o := range s.Origins {
-		c.RedirectURLs = append(c.RedirectURLs, o+s.PathPrefix+"/callback")
+	if s.brokered() {
+		c.ClientSecretFile = ""
+		c.BrokerURL = s.BrokerURL
+		c.BrokerCAFile = path.Join(s.MountPath, SecretKeyBrokerCA)
 	}
+	c.RedirectURLs = s.redirectURLs()
 	c.CookieSecretFile = path.Join(s.MountPath, SecretKeyCookie)
 	c.CookieSecure = s.secure()
 	if len(s.Scopes) > 0 {
@@ -190,6 +213,9 @@ func sidecarFor(s sidecarSpec, portName string, appPort, listen, metrics int32) 
 		},
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
+	if s.brokered() {
+		c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: BrokerTokenVolumeName, MountPath: BrokerTokenMountPath, ReadOnly: true})
+	}
 	if s.HasRedisPassword {
 		c.Env = append(c.Env, corev1.EnvVar{
 			Name: "GATEHOUSE_REDIS_PASSWORD",
@@ -259,6 +285,28 @@ func inject(pod *corev1.Pod, s sidecarSpec, portName string) bool {
 			DefaultMode: ptr.To[int32](0o444),
 		}},
 	})
+	if s.brokered() {
+		if pod.Spec.ServiceAccountName == "" {
+			// A projected token needs a named ServiceAccount. The API
+			// server's ServiceAccount admission plugin names "default"
+			// before webhooks run; where it is off, Gatehouse does it.
+			pod.Spec.ServiceAccountName = "default"
+		}
+		// The kubelet writes and renews the token; it is bound to the Pod,
+		// so it dies with it, and its audience is the broker's alone (the
+		// API server does not accept it).
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+			Name: BrokerTokenVolumeName,
+			VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				DefaultMode: ptr.To[int32](0o444),
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+					Audience:          s.BrokerAudience,
+					ExpirationSeconds: ptr.To[int64](BrokerTokenSeconds),
+					Path:              "token",
+				}}},
+			}},
+		})
+	}
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
@@ -272,7 +320,7 @@ func inject(pod *corev1.Pod, s sidecarSpec, portName string) bool {
 // host is noticed on rollout while an upgrade of Gatehouse is not. The live
 // policy is not part of it either: the sidecar reloads it.
 func (s sidecarSpec) hash() string {
-	b, _ := json.Marshal(struct {
+	base := struct {
 		Ingress, IssuerURL, ClientID, GroupsClaim, LogoutRedirect, RedisURL, RedisKeyPrefix, PathPrefix, MountPath string
 		HasClientSecret, HasRedisPassword, PassAccessToken                                                         bool
 		Scopes, Origins                                                                                            []string
@@ -280,7 +328,18 @@ func (s sidecarSpec) hash() string {
 		s.Ingress, s.IssuerURL, s.ClientID, s.GroupsClaim, s.LogoutRedirect, s.RedisURL, s.RedisKeyPrefix, s.PathPrefix, s.MountPath,
 		s.HasClientSecret, s.HasRedisPassword, s.Policy.PassAccessToken,
 		s.Scopes, s.Origins,
-	})
+	}
+	var b []byte
+	if s.brokered() {
+		// Only brokered specs hash the broker's settings, so that the hash
+		// of every other spec, and with it every Pod, stays as it was.
+		b, _ = json.Marshal(struct {
+			Base                                any
+			Provider, BrokerURL, BrokerAudience string
+		}{base, s.Provider, s.BrokerURL, s.BrokerAudience})
+	} else {
+		b, _ = json.Marshal(base)
+	}
 	sum := sha256.Sum256(b)
 	return "v2-" + hex.EncodeToString(sum[:8])
 }

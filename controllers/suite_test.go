@@ -44,6 +44,11 @@ const (
 	// rotatedSecret is the Secret of provider rotated, which only
 	// TestProviderSecretRotated changes.
 	rotatedSecret = "gatehouse-oidc-rotated"
+	// brokerTLS is the broker's certificate Secret; the suite's controller
+	// does not issue it (NewManager leaves that to Run), so the suite makes
+	// one with a CA the tests can change.
+	brokerTLS = "gatehouse-broker-tls"
+	brokerURL = "https://gatehouse-broker.gatehouse-system.svc"
 )
 
 func TestMain(m *testing.M) {
@@ -98,6 +103,8 @@ func runSuite(m *testing.M) int {
 			Data: map[string][]byte{"password": []byte("redis-pw")}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: rotatedSecret, Namespace: managerNS},
 			Data: map[string][]byte{"client-secret": []byte("before-rotation")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokerTLS, Namespace: managerNS},
+			Data: map[string][]byte{"ca.crt": []byte("the broker's CA"), "tls.crt": []byte("crt"), "tls.key": []byte("key")}},
 	} {
 		if err := k8s.Create(ctx, obj); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -129,6 +136,12 @@ providers:
     issuerURL: https://login.example.com
     clientID: other
     allowedNamespaces: [nobody]
+  - name: brokered
+    issuerURL: https://login.example.com
+    clientID: brokered
+    clientSecretRef: {name: gatehouse-oidc, key: client-secret}
+    clientSecretMode: broker
+    allowedNamespaces: ["*"]
   - name: shared
     issuerURL: https://login.example.com
     clientID: shared
@@ -155,6 +168,8 @@ defaults:
 	ccfg.LeaderElect = false
 	// A retired Ingress's Secret goes soon after no Pod mounts it.
 	ccfg.SecretRetention = 2 * time.Second
+	ccfg.BrokerURL = brokerURL
+	ccfg.BrokerTLSSecret = brokerTLS
 	ccfg.MetricsAddress = "127.0.0.1:0"
 	ccfg.HealthAddress = "127.0.0.1:0"
 	wio := cp.Env.WebhookInstallOptions

@@ -55,14 +55,23 @@ func inNamespace(ns string) predicate.Predicate {
 // Ingresses that use that provider, which copy it into their Secrets. It
 // replaces a periodic resync of every Ingress; rotations are rare.
 func (r *IngressReconciler) providerSecrets() handler.EventHandler {
-	return providerUsers(r.resolver.file, r.client, func() client.ObjectList { return &networkingv1.IngressList{} })
+	return providerUsers(r.resolver.file, r.resolver.broker.tlsSecret, r.client, func() client.ObjectList { return &networkingv1.IngressList{} })
 }
 
 // providerUsers maps a change of a provider's Secret to the front doors
-// of the kind newList lists that use that provider.
-func providerUsers(file *FileConfig, c client.Reader, newList func() client.ObjectList) handler.EventHandler {
+// of the kind newList lists that use that provider; a change of the
+// broker's certificate Secret (brokerTLS) to those of every provider in
+// broker mode, which copy its CA.
+func providerUsers(file *FileConfig, brokerTLS string, c client.Reader, newList func() client.ObjectList) handler.EventHandler {
 	return handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		providers := providersUsing(file, obj.GetName())
+		if obj.GetName() == brokerTLS {
+			for _, p := range file.Providers {
+				if p.Brokered() {
+					providers = append(providers, p.Name)
+				}
+			}
+		}
 		if len(providers) == 0 {
 			return nil
 		}
