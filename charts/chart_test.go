@@ -115,6 +115,9 @@ func TestSchemaRejects(t *testing.T) {
 		{"typo in priorityClass", provider + "priorityClass:\n  crate: true\n", "additional properties 'crate' not allowed"},
 		{"system priority value", provider + "priorityClass:\n  create: true\n  value: 2000000000\n", "/priorityClass/value"},
 		{"priority class name", provider + "priorityClassName: Platform_Critical\n", "/priorityClassName"},
+		{"client secret mode", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientSecretMode: vault}\n", "/providers/0/clientSecretMode"},
+		{"broker mode without the broker", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientSecretRef: {name: s, key: k}, clientSecretMode: broker}\nbroker:\n  enabled: false\n",
+			`"corp" has clientSecretMode broker, which needs broker.enabled`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,6 +278,7 @@ func checkWiring(t *testing.T, r rendered) {
 	}
 	hooks := r.only(true) // helm test's objects
 	r = r.only(false)     // what helm install creates
+	r, broker := r.split()
 
 	dep := as[appsv1.Deployment](t, r.get(t, "Deployment", ""))
 	tmpl := dep.Spec.Template
@@ -491,6 +495,8 @@ func checkWiring(t *testing.T, r rendered) {
 		t.Errorf("%d replicas and %d PodDisruptionBudgets; want one exactly when replicas > 1", replicas, len(pdbs))
 	}
 
+	checkBroker(t, broker, flags, file, vol)
+
 	// Prometheus Operator.
 	for _, sm := range r.all("ServiceMonitor") {
 		var sel metav1.LabelSelector
@@ -611,7 +617,8 @@ func TestRBACMatchesGeneratedRole(t *testing.T) {
 		t.Run(set, func(t *testing.T) {
 			t.Parallel()
 			_, r := render(t, set)
-			checkGrants(t, r.only(false), grants(generated.Rules))
+			r, _ = r.only(false).split()
+			checkGrants(t, r, grants(generated.Rules))
 		})
 	}
 }
@@ -637,8 +644,8 @@ func checkGrants(t *testing.T, r rendered, want map[grant][]string) {
 		}
 	}
 	for g, names := range grants(role.Rules) {
-		if g.resource != "leases" || len(names) != 0 {
-			t.Errorf("Role %s grants %v (%q); only leader election's Lease belongs there", role.Name, g, names)
+		if (g.resource != "leases" && g.resource != "configmaps") || len(names) != 0 {
+			t.Errorf("Role %s grants %v (%q); only leader election's Lease and the broker registry belong there", role.Name, g, names)
 		}
 		got[g] = "in the release namespace"
 	}
@@ -941,6 +948,7 @@ func TestControllerScheduling(t *testing.T) {
 			} else {
 				r = renderValues(t, tc.values)
 			}
+			r, _ = r.split()
 			spec := as[appsv1.Deployment](t, r.get(t, "Deployment", "")).Spec.Template.Spec
 			if diff := cmp.Diff(tc.affinity, spec.Affinity); diff != "" {
 				t.Errorf("affinity (-want +got):\n%s", diff)
@@ -1047,3 +1055,75 @@ func yamlRoundTrip(in any, out any) error {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// checkBroker checks the token broker's objects against the controller's
+// flags: the controller points sidecars at the broker's Service, copies the
+// CA of the Secret the broker serves from, and writes the registry the
+// broker reads; both read the same config file. Without a provider in
+// broker mode there is no broker, and the controller has no --broker-url.
+func checkBroker(t *testing.T, r rendered, flags map[string]string, file *controllers.FileConfig, config *corev1.Volume) {
+	t.Helper()
+	brokered := false
+	if file != nil {
+		for _, p := range file.Providers {
+			brokered = brokered || p.Brokered()
+		}
+	}
+	if len(r.objs) == 0 {
+		if brokered || flags["broker-url"] != "" {
+			t.Errorf("no broker, but a provider in broker mode (%v) or --broker-url=%q", brokered, flags["broker-url"])
+		}
+		return
+	}
+	dep := as[appsv1.Deployment](t, r.get(t, "Deployment", ""))
+	tmpl := dep.Spec.Template
+	podLabels := labels.Set(tmpl.Labels)
+	if !selects(dep.Spec.Selector, podLabels) {
+		t.Errorf("broker Deployment selector %v does not select its Pods %v", dep.Spec.Selector, podLabels)
+	}
+	ctr := containerNamed(t, tmpl.Spec.Containers, "broker")
+	if !slices.Equal(ctr.Command, []string{"/usr/local/bin/gatehouse"}) || len(ctr.Args) == 0 || ctr.Args[0] != "broker" {
+		t.Fatalf("broker runs %q %q, want /usr/local/bin/gatehouse broker ...", ctr.Command, ctr.Args)
+	}
+	bflags := parseFlags(t, ctr.Args[1:])
+	if v := volumeAt(t, tmpl.Spec, ctr, path.Dir(bflags["config"])); v.ConfigMap == nil || config.ConfigMap == nil || v.ConfigMap.Name != config.ConfigMap.Name {
+		t.Errorf("the broker's --config=%s is not the controller's ConfigMap: %+v", bflags["config"], v)
+	}
+	tlsVol := volumeAt(t, tmpl.Spec, ctr, bflags["tls-cert-dir"])
+	if tlsVol.Secret == nil || tlsVol.Secret.SecretName != flags["broker-tls-secret"] {
+		t.Errorf("the broker serves the certificate of %+v, the controller copies the CA of Secret %q", tlsVol.Secret, flags["broker-tls-secret"])
+	}
+	if bflags["registry"] != flags["broker-registry"] || bflags["token-audience"] != flags["broker-token-audience"] || bflags["token-audience"] == "" {
+		t.Errorf("broker --registry=%q --token-audience=%q, controller --broker-registry=%q --broker-token-audience=%q",
+			bflags["registry"], bflags["token-audience"], flags["broker-registry"], flags["broker-token-audience"])
+	}
+	svc := as[corev1.Service](t, r.get(t, "Service", ""))
+	if want := "https://" + svc.Name + "." + r.namespace + ".svc"; flags["broker-url"] != want {
+		t.Errorf("controller --broker-url=%q, want the broker Service %s", flags["broker-url"], want)
+	}
+	if !selects(&metav1.LabelSelector{MatchLabels: svc.Spec.Selector}, podLabels) || svc.Spec.Ports[0].Port != 443 ||
+		svc.Spec.Ports[0].TargetPort.StrVal != "https" || ctr.Ports[0].Name != "https" ||
+		":"+strconv.Itoa(int(ctr.Ports[0].ContainerPort)) != bflags["listen-address"] {
+		t.Errorf("broker Service %+v does not reach the broker's --listen-address=%s (%+v)", svc.Spec, bflags["listen-address"], ctr.Ports)
+	}
+	if pdbs := r.all("PodDisruptionBudget"); *dep.Spec.Replicas > 1 && len(pdbs) == 1 {
+		if pdb := as[policyv1.PodDisruptionBudget](t, pdbs[0]); !selects(pdb.Spec.Selector, podLabels) || pdb.Spec.MinAvailable.IntValue() != 1 {
+			t.Errorf("broker PodDisruptionBudget %+v", pdb.Spec)
+		}
+	}
+	if tmpl.Spec.Affinity == nil || tmpl.Spec.Affinity.PodAntiAffinity == nil {
+		t.Errorf("broker Pods are not spread: %+v", tmpl.Spec.Affinity)
+	}
+	// Its RBAC: TokenReviews, and reads in the release namespace only.
+	if crs := r.all("ClusterRole"); len(crs) == 1 {
+		g := grants(as[rbacv1.ClusterRole](t, crs[0]).Rules)
+		if _, ok := g[grant{"authentication.k8s.io", "tokenreviews", "create"}]; !ok || len(g) != 1 {
+			t.Errorf("broker ClusterRole grants %v, want only creating TokenReviews", g)
+		}
+		for g := range grants(as[rbacv1.Role](t, r.get(t, "Role", "")).Rules) {
+			if (g.resource != "secrets" && g.resource != "configmaps") || !slices.Contains([]string{"get", "list", "watch"}, g.verb) {
+				t.Errorf("broker Role grants %v", g)
+			}
+		}
+	}
+}

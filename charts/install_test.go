@@ -291,8 +291,11 @@ webhook:
 	if wh.ClientConfig.URL == nil || *wh.ClientConfig.URL != webhookURL || wh.ClientConfig.Service != nil || !bytes.Equal(wh.ClientConfig.CABundle, caBundle) {
 		t.Fatalf("webhook client config %+v; want %s and the same caBundle", wh.ClientConfig, webhookURL)
 	}
-	// It leads (the chart's Role covers the Lease) and reconciles (the
-	// per-Ingress Secret, with the provider's client secret).
+	// It leads (the chart's Role covers the Lease) and reconciles: the
+	// provider is in broker mode, the chart's default, so the per-Ingress
+	// Secret has the CA of the broker's certificate, which the controller
+	// issued, and no client secret; the broker registry lists the app's
+	// callback URL (the Role covers the ConfigMap).
 	g.Eventually(func(g gomega.Gomega) {
 		var lease coordinationv1.Lease
 		g.Expect(c.client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: "gatehouse-controller"}, &lease)).To(gomega.Succeed())
@@ -301,7 +304,14 @@ webhook:
 	g.Eventually(func(g gomega.Gomega) {
 		var s corev1.Secret
 		g.Expect(c.client.Get(ctx, client.ObjectKey{Namespace: app, Name: "gatehouse-" + app}, &s)).To(gomega.Succeed())
-		g.Expect(string(s.Data[controllers.SecretKeyClientSecret])).To(gomega.Equal(clientSecret))
+		g.Expect(s.Data).NotTo(gomega.HaveKey(controllers.SecretKeyClientSecret))
+		var brokerTLS corev1.Secret
+		g.Expect(c.client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: flags["broker-tls-secret"]}, &brokerTLS)).To(gomega.Succeed())
+		g.Expect(brokerTLS.Data["ca.crt"]).NotTo(gomega.BeEmpty())
+		g.Expect(string(s.Data[controllers.SecretKeyBrokerCA])).To(gomega.Equal(string(brokerTLS.Data["ca.crt"])))
+		var registry corev1.ConfigMap
+		g.Expect(c.client.Get(ctx, client.ObjectKey{Namespace: releaseNS, Name: flags["broker-registry"]}, &registry)).To(gomega.Succeed())
+		g.Expect(registry.Data).To(gomega.HaveKeyWithValue(app, `{"corp":["https://shop.example.com/_gatehouse/callback"]}`))
 	}).Should(gomega.Succeed(), "the per-Ingress Secret never appeared")
 
 	// The controller puts the app's namespace, which has an enabled
@@ -454,7 +464,7 @@ func runSuffix(runs *atomic.Int32) string {
 func installedController(t *testing.T, c client.Client, release, releaseNS string) (*appsv1.Deployment, *corev1.Container) {
 	t.Helper()
 	var deps appsv1.DeploymentList
-	if err := c.List(t.Context(), &deps, client.InNamespace(releaseNS), client.MatchingLabels{"app.kubernetes.io/instance": release}); err != nil {
+	if err := c.List(t.Context(), &deps, client.InNamespace(releaseNS), client.MatchingLabels{"app.kubernetes.io/instance": release, "app.kubernetes.io/component": "controller"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(deps.Items) != 1 {

@@ -196,6 +196,20 @@ func (r rendered) only(hooks bool) rendered {
 	return out
 }
 
+// split returns the objects of the token broker (component broker) apart
+// from the rest: the controller's, the webhook's and the shared ones.
+func (r rendered) split() (rest, broker rendered) {
+	rest, broker = rendered{namespace: r.namespace}, rendered{namespace: r.namespace}
+	for _, o := range r.objs {
+		if o.GetLabels()["app.kubernetes.io/component"] == "broker" {
+			broker.objs = append(broker.objs, o)
+		} else {
+			rest.objs = append(rest.objs, o)
+		}
+	}
+	return rest, broker
+}
+
 func (r rendered) all(kind string) []*unstructured.Unstructured {
 	var out []*unstructured.Unstructured
 	for _, o := range r.objs {

@@ -126,6 +126,36 @@ cert-manager the Certificate writes the same Secret.
 {{- printf "%s-config" (include "gatehouse.fullname" .) }}
 {{- end }}
 
+{{/*
+Names of the token broker's objects. Its serving certificate lives in
+"<broker Service>-tls", made by the controller from its own CA or, with
+cert-manager, by a Certificate.
+*/}}
+{{- define "gatehouse.brokerName" -}}
+{{- printf "%s-broker" (include "gatehouse.fullname" .) }}
+{{- end }}
+
+{{- define "gatehouse.brokerSecretName" -}}
+{{- printf "%s-tls" (include "gatehouse.brokerName" .) }}
+{{- end }}
+
+{{- define "gatehouse.brokerRegistryName" -}}
+{{- printf "%s-registry" (include "gatehouse.brokerName" .) }}
+{{- end }}
+
+{{- define "gatehouse.brokerCertDir" -}}
+/etc/gatehouse-broker-tls
+{{- end }}
+
+{{/*
+Labels of the broker's Pods, which its Service and PodDisruptionBudget
+select.
+*/}}
+{{- define "gatehouse.brokerSelectorLabels" -}}
+{{ include "gatehouse.selectorLabels" . }}
+app.kubernetes.io/component: broker
+{{- end }}
+
 {{- define "gatehouse.certificateName" -}}
 {{- printf "%s-webhook" (include "gatehouse.fullname" .) }}
 {{- end }}
@@ -161,7 +191,7 @@ name is used twice.
 {{- if $p.clientSecret.name }}
 {{- $_ := set $one "clientSecretRef" (dict "name" $p.clientSecret.name "key" (default "client-secret" $p.clientSecret.key)) }}
 {{- end }}
-{{- range $key := list "scopes" "groupsClaim" "logoutRedirect" "allowedNamespaces" "sessionStore" }}
+{{- range $key := list "scopes" "groupsClaim" "logoutRedirect" "allowedNamespaces" "sessionStore" "clientSecretMode" }}
 {{- if hasKey $p $key }}
 {{- $_ := set $one $key (get $p $key) }}
 {{- end }}
@@ -169,7 +199,15 @@ name is used twice.
 {{- $all = append $all $one }}
 {{- end }}
 {{- range .Values.providers }}
-{{- $all = append $all . }}
+{{- $all = append $all (deepCopy .) }}
+{{- end }}
+{{- range $all }}
+{{- if and $.Values.broker.enabled .clientSecretRef (not .clientSecretMode) }}
+{{- $_ := set . "clientSecretMode" "broker" }}
+{{- end }}
+{{- if and (eq (default "" .clientSecretMode) "broker") (not $.Values.broker.enabled) }}
+{{- fail (printf "providers: %q has clientSecretMode broker, which needs broker.enabled" .name) }}
+{{- end }}
 {{- end }}
 {{- if not $all }}
 {{- fail "no identity provider: set provider.issuerURL, provider.clientID and provider.clientSecret.name, or list them under providers (see the chart's values.yaml)" }}
@@ -245,9 +283,17 @@ pod-template-hash lets a rolling update's new Pod share a node with an old
 one, so an upgrade does not need a spare node.
 */}}
 {{- define "gatehouse.affinity" -}}
-{{- $affinity := deepCopy .Values.affinity }}
+{{- include "gatehouse.spread" (dict "affinity" .Values.affinity "selector" (include "gatehouse.controllerSelectorLabels" . | fromYaml)) }}
+{{- end }}
+
+{{/*
+An affinity with the default spread of the Pods that selector matches,
+unless the affinity sets podAntiAffinity itself.
+*/}}
+{{- define "gatehouse.spread" -}}
+{{- $affinity := deepCopy .affinity }}
 {{- if not (hasKey $affinity "podAntiAffinity") }}
-{{- $selector := dict "matchLabels" (include "gatehouse.controllerSelectorLabels" . | fromYaml) }}
+{{- $selector := dict "matchLabels" .selector }}
 {{- $_ := set $affinity "podAntiAffinity" (dict
   "requiredDuringSchedulingIgnoredDuringExecution" (list (dict "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash") "topologyKey" "kubernetes.io/hostname"))
   "preferredDuringSchedulingIgnoredDuringExecution" (list (dict "weight" 100 "podAffinityTerm" (dict "labelSelector" $selector "matchLabelKeys" (list "pod-template-hash") "topologyKey" "topology.kubernetes.io/zone")))
