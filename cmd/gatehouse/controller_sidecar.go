@@ -22,3 +22,8 @@ func runWebhookCheck(context.Context, []string, func(string) (string, bool), io.
 func runStatus(context.Context, []string, func(string) (string, bool), io.Writer) error {
 	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run status with the gatehouse binary", errUsage)
 }
+
+// runBroker is not part of the sidecar build.
+func runBroker(context.Context, []string, func(string) (string, bool), io.Writer, io.Writer) error {
+	return fmt.Errorf("%w: this is the sidecar build (gatehouse-sidecar); run the broker with the gatehouse binary of the same image", errUsage)
+}

@@ -120,6 +120,7 @@ const topUsage = `Usage: gatehouse <command> [flags]
 Commands:
   proxy          run the authenticating sidecar in front of one app
   controller     watch annotated Ingresses and inject the sidecar into their Pods
+  broker         hold the client secrets of providers in broker mode and make their sidecars' token requests
   status         show what Gatehouse protects, its Pods and its problems (reads the cluster as kubectl does)
   webhook-check  check that the controller's Pod webhook answers (the chart's helm test)
   version        print the version
@@ -139,6 +140,8 @@ func run(ctx context.Context, args []string, env func(string) (string, bool), st
 		return runController(ctx, args[1:], env, stdout, stderr)
 	case "proxy":
 		return runProxy(ctx, rest, env, stdout, stderr)
+	case "broker":
+		return runBroker(ctx, rest, env, stdout, stderr)
 	case "webhook-check":
 		return runWebhookCheck(ctx, rest, env, stdout)
 	case "status":
