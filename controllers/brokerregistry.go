@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,10 +27,11 @@ import (
 // ConfigMap in Gatehouse's namespace that the controller keeps and
 // gatehouse broker reads: for each provider in broker mode, the callback
 // URLs the controller rendered for the namespace's front doors. The broker
-// exchanges a code for a namespace only with one of these as redirect_uri,
-// so a tenant cannot have the shared client's tokens sent to a host that
-// belongs to another namespace. The ConfigMap's keys are namespace names,
-// each value the JSON of a BrokerRedirects.
+// exchanges a code for a namespace only with a redirect_uri on one of
+// their hosts, so a tenant cannot redeem codes issued for a host that
+// belongs to another namespace (the IdP itself checks the exact URI). The
+// ConfigMap's keys are namespace names, each value the JSON of a
+// BrokerRedirects.
 type BrokerRedirects map[string][]string
 
 // DefaultBrokerRegistry is the registry ConfigMap's name when none is
@@ -48,9 +51,24 @@ func ParseBrokerRedirects(s string) (BrokerRedirects, error) {
 	return r, nil
 }
 
-// Allows reports whether redirectURI is registered, exactly, for provider.
+// Allows reports whether redirectURI is an http or https URL on a host
+// registered for provider (host names compare case-insensitively, as DNS
+// does). The host, not the whole URL, is what a namespace owns: a port
+// (a sidecar reached on another port, as in local development) or the
+// scheme changes nothing about whose app receives the code. A URL with
+// user information, a fragment or no host is never allowed (RFC 6749
+// 3.1.2).
 func (r BrokerRedirects) Allows(provider, redirectURI string) bool {
-	return slices.Contains(r[provider], redirectURI)
+	u, err := url.Parse(redirectURI)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.User != nil || u.Fragment != "" || u.Hostname() == "" {
+		return false
+	}
+	for _, registered := range r[provider] {
+		if ru, err := url.Parse(registered); err == nil && ru.Hostname() != "" && strings.EqualFold(ru.Hostname(), u.Hostname()) {
+			return true
+		}
+	}
+	return false
 }
 
 // String renders the entry as the ConfigMap holds it, with sorted lists so

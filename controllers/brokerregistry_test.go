@@ -46,10 +46,17 @@ func TestBrokerRedirects(t *testing.T) {
 		want          bool
 	}{
 		{"corp", "https://a.example.com/_gatehouse/callback", true},
+		{"corp", "https://A.example.com/_gatehouse/callback", true},
+		{"corp", "http://a.example.com:4180/_gatehouse/callback", true},
 		{"other", "https://a.example.com/_gatehouse/callback", false},
-		{"corp", "https://a.example.com/_gatehouse/callback/", false},
-		{"corp", "https://A.example.com/_gatehouse/callback", false},
 		{"corp", "https://evil.example.com/_gatehouse/callback", false},
+		{"corp", "https://a.example.com.evil.example/_gatehouse/callback", false},
+		{"corp", "https://evil.example@a.example.com/_gatehouse/callback", false},
+		{"corp", "https://a.example.com@evil.example/_gatehouse/callback", false},
+		{"corp", "https://a.example.com/_gatehouse/callback#x", false},
+		{"corp", "javascript://a.example.com/x", false},
+		{"corp", "/_gatehouse/callback", false},
+		{"corp", "", false},
 	} {
 		if got := back.Allows(tc.provider, tc.uri); got != tc.want {
 			t.Errorf("Allows(%q, %q) = %v, want %v", tc.provider, tc.uri, got, tc.want)
@@ -232,4 +239,31 @@ func TestBrokerCertNames(t *testing.T) {
 	if !b.needsRenewal(data, ca) {
 		t.Error("a certificate for another host does not need renewal")
 	}
+}
+
+// FuzzBrokerRedirectsAllows: whatever redirect_uri a sidecar sends, the
+// broker allows it only when, read as text, it starts with the scheme and
+// a registered host and nothing else is before the port, path or query
+// (no user information, no longer host name).
+func FuzzBrokerRedirectsAllows(f *testing.F) {
+	for _, s := range []string{
+		"https://a.example.com/_gatehouse/callback", "http://a.example.com:8080/cb", "https://a.example.com.evil/x",
+		"https://evil@a.example.com/", "https://a.example.com@evil/", "https://A.EXAMPLE.COM/", "https://a.example.com\\@evil/",
+		"https://[::1]/", "https://a.example.com%2f@evil/", "https:/a.example.com/", "//a.example.com/",
+	} {
+		f.Add(s)
+	}
+	r := BrokerRedirects{"corp": {"https://a.example.com/_gatehouse/callback"}}
+	f.Fuzz(func(t *testing.T, uri string) {
+		if !r.Allows("corp", uri) {
+			return
+		}
+		lower := strings.ToLower(uri)
+		for _, prefix := range []string{"https://a.example.com", "http://a.example.com"} {
+			if rest, ok := strings.CutPrefix(lower, prefix); ok && (rest == "" || strings.ContainsAny(rest[:1], ":/?")) {
+				return
+			}
+		}
+		t.Fatalf("Allows(%q) = true, but it does not start with a registered host", uri)
+	})
 }

@@ -2,6 +2,7 @@ package controllers_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -56,6 +57,12 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	// Fuzzing runs pure functions in many worker processes, each of which
+	// would otherwise start a control plane of its own.
+	flag.Parse()
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		return m.Run()
+	}
 	if os.Getenv("GATEHOUSE_SCALE") != "" {
 		return runScale(m)
 	}
