@@ -38,7 +38,7 @@ func TestBrowserDemo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	d := startDemo(t, ctx, false)
+	d := startDemo(t, ctx, demo.Options{})
 
 	b := newBrowser(t, ctx, chromium)
 	do, get, screenshot := b.do, b.get, b.screenshot
@@ -265,7 +265,7 @@ func cookieNames(cs []*network.Cookie) []string {
 // startDemo starts make demo's set-up on free ports (gatewayAPI: behind an
 // HTTPRoute), stopped when the test ends; on failure it logs its
 // processes' output.
-func startDemo(t *testing.T, ctx context.Context, gatewayAPI bool) *demo.Demo {
+func startDemo(t *testing.T, ctx context.Context, opts demo.Options) *demo.Demo {
 	t.Helper()
 	ports := make([]int, 4)
 	for i := range ports {
@@ -277,17 +277,16 @@ func startDemo(t *testing.T, ctx context.Context, gatewayAPI bool) *demo.Demo {
 		t.Fatal(err)
 	}
 	var progress strings.Builder
-	d, err := demo.Start(ctx, demo.Options{
-		Root: root, Bin: filepath.Dir(binary), Out: &progress, GatewayAPI: gatewayAPI,
-		ProxyPort: ports[0], AppPort: ports[1], IdPPort: ports[2], MetricsPort: ports[3],
-	})
+	opts.Root, opts.Bin, opts.Out = root, filepath.Dir(binary), &progress
+	opts.ProxyPort, opts.AppPort, opts.IdPPort, opts.MetricsPort = ports[0], ports[1], ports[2], ports[3]
+	d, err := demo.Start(ctx, opts)
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, progress.String())
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("progress:\n%s", progress.String())
-			for _, name := range []string{"controller", "sidecar", "sampleapp"} {
+			for _, name := range []string{"controller", "broker", "sidecar", "sampleapp"} {
 				t.Logf("%s log:\n%s", name, d.Logs(name))
 			}
 		}

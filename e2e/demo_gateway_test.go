@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/internal/demo"
 )
 
 // TestDemoGatewayAPI: make demo-gateway-api's set-up, the sample app behind
@@ -18,7 +20,7 @@ func TestDemoGatewayAPI(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	d := startDemo(t, ctx, true)
+	d := startDemo(t, ctx, demo.Options{GatewayAPI: true})
 	if !slices.ContainsFunc(d.SidecarArgs, func(a string) bool { return a == "--redirect-url=http://localhost/_gatehouse/callback" }) {
 		t.Errorf("the injected sidecar's arguments %q lack the Gateway listener's host", d.SidecarArgs)
 	}

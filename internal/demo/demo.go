@@ -1,7 +1,8 @@
 // Package demo brings up Gatehouse's local demo: a local control plane, the
-// controller, a real OpenID provider, a sample app behind an annotated
-// Ingress, and the sidecar the controller injected, run with the injected
-// command line in front of the sample app. hack/demo runs it for
+// controller, the token broker, a real OpenID provider, a sample app behind
+// an annotated Ingress, and the sidecar the controller injected, run with
+// the injected command line in front of the sample app. The provider is in
+// broker mode, the chart's default: the sidecar holds no client secret. hack/demo runs it for
 // `make demo`; the browser test drives it.
 package demo
 
@@ -24,6 +25,7 @@ import (
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -51,10 +53,17 @@ const (
 	// Host is the sample Ingress's host; the browser opens it on ProxyPort.
 	Host = "localhost"
 
+	// AppServiceAccount is the sample app's ServiceAccount, whose
+	// projected token the sidecar shows the broker.
+	AppServiceAccount = "hello"
+
 	clientID       = "gatehouse-demo"
 	providerSecret = "gatehouse-oidc"
 	webhookName    = "gatehouse"
 	readyTimeout   = 90 * time.Second
+	// brokerTLSSecret is where the controller issues the broker's
+	// certificate (its --broker-tls-secret default).
+	brokerTLSSecret = "gatehouse-broker-tls"
 )
 
 // Options configure Start. Zero ports mean the defaults.
@@ -72,6 +81,9 @@ type Options struct {
 	// GatewayAPI puts the sample app behind an annotated Gateway API
 	// HTTPRoute (and a Gateway) instead of an Ingress.
 	GatewayAPI bool
+	// AccessTokenTTL is the IdP's access token lifetime (default one
+	// hour), shorter to see refreshes.
+	AccessTokenTTL time.Duration
 }
 
 // Demo is a running demo.
@@ -87,12 +99,21 @@ type Demo struct {
 	SidecarArgs, LocalArgs []string
 	// Dir holds the processes' logs.
 	Dir string
+	// BrokerURL is where the token broker listens, on 127.0.0.1, and
+	// BrokerMetricsURL its metrics.
+	BrokerURL, BrokerMetricsURL string
+	// Pod is the sample app's injected Pod.
+	Pod *corev1.Pod
 
 	opts    Options
 	cp      *controlplane.ControlPlane
 	k8s     client.Client
 	procs   []*process
 	closers []io.Closer
+	// broker runs the token broker; brokerArgs are its arguments.
+	broker       *process
+	brokerArgs   []string
+	brokerHealth string
 }
 
 // Start brings the demo up, step by step, and returns once the sidecar is
@@ -158,6 +179,7 @@ func (d *Demo) start(ctx context.Context) (err error) {
 		ClientID:               clientID,
 		RedirectURIs:           []string{base + "/_gatehouse/callback"},
 		PostLogoutRedirectURIs: []string{base + "/"},
+		AccessTokenTTL:         opts.AccessTokenTTL,
 	}, func(format string, args ...any) { fmt.Fprintf(idpLog, format+"\n", args...) })
 	if err != nil {
 		return fmt.Errorf("identity provider: %w", err)
@@ -167,10 +189,14 @@ func (d *Demo) start(ctx context.Context) (err error) {
 	if err := d.startController(ctx); err != nil {
 		return err
 	}
+	if err := d.startBroker(ctx); err != nil {
+		return err
+	}
 	pod, err := d.deployApp(ctx)
 	if err != nil {
 		return err
 	}
+	d.Pod = pod
 	return d.runSidecar(ctx, pod)
 }
 
@@ -237,6 +263,7 @@ func (d *Demo) startController(ctx context.Context) error {
   issuerURL: %s
   clientID: %s
   clientSecretRef: {name: %s, key: client-secret}
+  clientSecretMode: broker
   scopes: [openid, email, profile, groups]
   logoutRedirect: idp
   allowedNamespaces: [%s]
@@ -251,11 +278,12 @@ defaults:
 	if err != nil {
 		return err
 	}
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return err
 	}
 	health := fmt.Sprintf("127.0.0.1:%d", ports[2])
+	d.BrokerURL = fmt.Sprintf("https://127.0.0.1:%d", ports[3])
 	args := []string{
 		"controller",
 		"--config=" + configPath,
@@ -268,6 +296,7 @@ defaults:
 		fmt.Sprintf("--metrics-address=127.0.0.1:%d", ports[1]),
 		"--health-address=" + health,
 		"--leader-elect=false",
+		"--broker-url=" + d.BrokerURL,
 	}
 	d.say("bin/gatehouse %s", shellJoin(args))
 	if err := d.run("controller", filepath.Join(d.opts.Bin, "gatehouse"), args); err != nil {
@@ -315,6 +344,7 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 	}
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: AppNamespace}},
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: AppServiceAccount, Namespace: AppNamespace}},
 		&corev1.Service{
 			ObjectMeta: metav1.ObjectMeta{Name: AppName, Namespace: AppNamespace},
 			Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{
@@ -327,7 +357,7 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Spec: corev1.PodSpec{ServiceAccountName: AppServiceAccount, Containers: []corev1.Container{{
 						Name:  "app",
 						Image: "ghcr.io/gatehouse-dev/sampleapp:demo",
 						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(d.opts.AppPort)}}, //nolint:gosec // checked in start,
@@ -395,7 +425,7 @@ func (d *Demo) deployApp(ctx context.Context) (*corev1.Pod, error) {
 		"containers":     pod.Spec.Containers,
 		"volumes":        pod.Spec.Volumes,
 	})
-	d.say("Pod %s/%s (what the webhook changed: the gatehouse init container, the port name, the volume):\n%s",
+	d.say("Pod %s/%s (what the webhook changed: the gatehouse init container, the port name, the volumes):\n%s",
 		AppNamespace, pod.Name, indent(string(spec)))
 	return &pod, nil
 }
@@ -435,16 +465,32 @@ func (d *Demo) runSidecar(ctx context.Context, pod *corev1.Pod) error {
 			return err
 		}
 	}
+	for name := range secret.Data {
+		if name == controllers.SecretKeyClientSecret {
+			return fmt.Errorf("the sidecar's Secret %s holds a client secret; the demo's provider is in broker mode", key)
+		}
+	}
+	// The kubelet would write the projected ServiceAccount token and renew
+	// it; here the demo asks the API server for one, bound to the Pod.
+	tokenFile := filepath.Join(d.Dir, "broker-token")
+	if err := d.writeBrokerToken(ctx, pod, tokenFile); err != nil {
+		return err
+	}
+	renew, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	d.closers = append(d.closers, closerFunc(func() error { stopRenew(); return nil }))
+	go d.renewBrokerToken(renew, pod, tokenFile)
 	base := fmt.Sprintf("http://%s:%d", Host, d.opts.ProxyPort)
 	d.LocalArgs = localArgs(d.SidecarArgs[1:], map[string]string{
-		"listen-address":  fmt.Sprintf("127.0.0.1:%d", d.opts.ProxyPort),
-		"metrics-address": fmt.Sprintf("127.0.0.1:%d", d.opts.MetricsPort),
-		"redirect-url":    base + "/_gatehouse/callback",
+		"listen-address":    fmt.Sprintf("127.0.0.1:%d", d.opts.ProxyPort),
+		"metrics-address":   fmt.Sprintf("127.0.0.1:%d", d.opts.MetricsPort),
+		"redirect-url":      base + "/_gatehouse/callback",
+		"broker-token-file": tokenFile,
 	}, controllers.SecretMountPath, mount)
 	d.say("injected:\n    %s", shellJoin(d.SidecarArgs))
-	d.say("run here as bin/gatehouse-sidecar with the Secret %s in %s, listening on 127.0.0.1, and the\n"+
+	d.say("run here as bin/gatehouse-sidecar with the Secret %s in %s (no client secret: the broker holds it),\n"+
+		"    the projected ServiceAccount token in %s, listening on 127.0.0.1, and the\n"+
 		"    callback on port %d (an ingress controller would serve http://%s/ on port 80):\n    %s",
-		key, mount, d.opts.ProxyPort, Host, shellJoin(d.LocalArgs))
+		key, mount, tokenFile, d.opts.ProxyPort, Host, shellJoin(d.LocalArgs))
 
 	app := filepath.Join(d.Dir, "sampleapp")
 	build := exec.CommandContext(ctx, "go", "build", "-o", app, "./hack/sampleapp")
@@ -514,8 +560,8 @@ func (d *Demo) Stop() error {
 	return errors.Join(errs...)
 }
 
-// Logs returns the named process's log ("controller", "sampleapp",
-// "sidecar" or "idp").
+// Logs returns the named process's log ("controller", "broker",
+// "sampleapp", "sidecar" or "idp").
 func (d *Demo) Logs(name string) string {
 	b, _ := os.ReadFile(filepath.Join(d.Dir, name+".log"))
 	return string(b)
@@ -658,3 +704,116 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// startBroker runs gatehouse broker with the controller's config file and
+// the certificate the controller issued for it, as the chart does.
+func (d *Demo) startBroker(ctx context.Context) error {
+	d.step("Starting the token broker, which keeps the client secret in %s", ControllerNamespace)
+	var tlsSecret corev1.Secret
+	err := d.wait(ctx, "the broker's certificate", func() (bool, error) {
+		err := d.k8s.Get(ctx, client.ObjectKey{Namespace: ControllerNamespace, Name: brokerTLSSecret}, &tlsSecret)
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return err == nil, err
+	})
+	if err != nil {
+		return err
+	}
+	certs := filepath.Join(d.Dir, "broker-tls")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return err
+	}
+	for _, name := range []string{"tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(certs, name), tlsSecret.Data[name], 0o600); err != nil {
+			return err
+		}
+	}
+	kubeconfig, err := d.cp.Kubeconfig("gatehouse-demo-broker", "system:masters")
+	if err != nil {
+		return err
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return err
+	}
+	listen := strings.TrimPrefix(d.BrokerURL, "https://")
+	d.brokerHealth = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	d.BrokerMetricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", ports[0])
+	d.brokerArgs = []string{
+		"broker",
+		"--config=" + filepath.Join(d.Dir, "controller.yaml"),
+		"--kubeconfig=" + kubeconfig,
+		"--namespace=" + ControllerNamespace,
+		"--tls-cert-dir=" + certs,
+		"--listen-address=" + listen,
+		fmt.Sprintf("--metrics-address=127.0.0.1:%d", ports[0]),
+		"--health-address=" + d.brokerHealth,
+	}
+	d.say("bin/gatehouse %s", shellJoin(d.brokerArgs))
+	return d.StartBroker(ctx)
+}
+
+// StartBroker (re)starts the token broker and waits until it is ready.
+func (d *Demo) StartBroker(ctx context.Context) error {
+	if err := d.run("broker", filepath.Join(d.opts.Bin, "gatehouse"), d.brokerArgs); err != nil {
+		return err
+	}
+	d.broker = d.procs[len(d.procs)-1]
+	return d.waitHTTP(ctx, "broker", "http://"+d.brokerHealth+"/readyz", "")
+}
+
+// StopBroker stops the token broker, as in an outage.
+func (d *Demo) StopBroker() error {
+	if d.broker == nil {
+		return nil
+	}
+	err := d.broker.stop()
+	d.procs = slices.DeleteFunc(d.procs, func(p *process) bool { return p == d.broker })
+	d.broker = nil
+	return err
+}
+
+// Client is the demo's client of the local control plane, as cluster
+// admin.
+func (d *Demo) Client() client.Client { return d.k8s }
+
+// writeBrokerToken asks the API server for the token the kubelet would
+// project into the Pod for the sidecar: the broker's audience, bound to
+// the Pod, as short-lived as the injected volume asks.
+func (d *Demo) writeBrokerToken(ctx context.Context, pod *corev1.Pod, path string) error {
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences:         []string{controllers.DefaultBrokerAudience},
+		ExpirationSeconds: ptr.To[int64](controllers.BrokerTokenSeconds),
+		BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: pod.Spec.ServiceAccountName, Namespace: pod.Namespace}}
+	if err := d.k8s.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return fmt.Errorf("request the sidecar's ServiceAccount token: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(tr.Status.Token), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// renewBrokerToken renews the token file at 80% of its life, as the
+// kubelet does, until ctx ends.
+func (d *Demo) renewBrokerToken(ctx context.Context, pod *corev1.Pod, path string) {
+	every := controllers.BrokerTokenSeconds * time.Second * 8 / 10
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+		if err := d.writeBrokerToken(ctx, pod, path); err != nil && ctx.Err() == nil {
+			d.say("renewing the sidecar's ServiceAccount token: %v", err)
+		}
+	}
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
