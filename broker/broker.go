@@ -344,12 +344,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	d := time.Since(start)
 	s.metrics.observe(o.caller.Namespace, o.provider, o.op, o.status, d)
-	level := slog.LevelDebug
-	switch {
-	case o.status >= 500:
+	// Every request is an Info line, successes too: it is the audit trail
+	// of which namespace used the shared client for what.
+	level := slog.LevelInfo
+	if o.status >= 500 {
 		level = slog.LevelError
-	case o.status >= 400:
-		level = slog.LevelInfo
 	}
 	attrs := []any{
 		"namespace", o.caller.Namespace, "pod", o.caller.Pod, "serviceAccount", o.caller.ServiceAccount,
