@@ -1114,6 +1114,14 @@ func checkBroker(t *testing.T, r rendered, flags map[string]string, file *contro
 	if tmpl.Spec.Affinity == nil || tmpl.Spec.Affinity.PodAntiAffinity == nil {
 		t.Errorf("broker Pods are not spread: %+v", tmpl.Spec.Affinity)
 	}
+	for _, sm := range r.all("ServiceMonitor") {
+		var sel metav1.LabelSelector
+		raw, _, _ := unstructured.NestedMap(sm.Object, "spec", "selector")
+		endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+		if err := yamlRoundTrip(raw, &sel); err != nil || !selects(&sel, labels.Set(svc.Labels)) || len(endpoints) != 1 || endpoints[0].(map[string]any)["port"] != "metrics" {
+			t.Errorf("broker ServiceMonitor selects %+v with %v, want the broker Service's metrics port (%v)", sel, endpoints, err)
+		}
+	}
 	// Its RBAC: TokenReviews, and reads in the release namespace only.
 	if crs := r.all("ClusterRole"); len(crs) == 1 {
 		g := grants(as[rbacv1.ClusterRole](t, crs[0]).Rules)
