@@ -161,7 +161,7 @@ var registryRequest = reconcile.Request{NamespacedName: types.NamespacedName{Nam
 func (k *registryKeeper) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("broker-registry").
-		WatchesRawSource(source.Func(func(ctx context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 			q.Add(registryRequest)
 			return nil
 		})).

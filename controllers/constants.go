@@ -95,7 +95,7 @@ const (
 	// SecretKeyBrokerCA is the CA bundle the token broker's certificate
 	// chains to, for sidecars of a provider in broker mode (which hold no
 	// client secret).
-	SecretKeyBrokerCA = "broker-ca.crt"
+	SecretKeyBrokerCA = "broker-ca.crt" //nolint:gosec // a key name, not a credential
 )
 
 // The projected ServiceAccount token with which a sidecar in broker mode
@@ -105,7 +105,7 @@ const (
 	BrokerTokenVolumeName = "gatehouse-broker-token"
 	// BrokerTokenMountPath is where the sidecar finds it, as "token": the
 	// proxy's default --broker-token-file.
-	BrokerTokenMountPath = "/var/run/secrets/gatehouse.dev/broker"
+	BrokerTokenMountPath = "/var/run/secrets/gatehouse.dev/broker" //nolint:gosec // a path, not a credential
 	// BrokerTokenSeconds is the token's lifetime, the least the API server
 	// allows: the kubelet renews it at 80%, and a token copied out of a Pod
 	// is useless ten minutes later.
