@@ -24,20 +24,31 @@ type metrics struct {
 	reviews  *prometheus.CounterVec
 }
 
+// The broker's own metric names.
+const (
+	metricRequests = "gatehouse_broker_requests_total"
+	metricDuration = "gatehouse_broker_request_duration_seconds"
+	metricReviews  = "gatehouse_broker_token_reviews_total"
+)
+
+// MetricNames are the names of the broker's own metrics, for dashboards
+// and alerts to be checked against.
+func MetricNames() []string { return []string{metricRequests, metricDuration, metricReviews} }
+
 func newMetrics() *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gatehouse_broker_requests_total",
+			Name: metricRequests,
 			Help: "Requests answered by the token broker, by caller namespace, provider, operation (exchange, refresh, revoke, other) and HTTP status code.",
 		}, []string{"namespace", "provider", "operation", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "gatehouse_broker_request_duration_seconds",
+			Name:    metricDuration,
 			Help:    "Time the token broker took to answer, including the identity provider's part, by operation.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
 		}, []string{"operation"}),
 		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gatehouse_broker_token_reviews_total",
+			Name: metricReviews,
 			Help: "ServiceAccount tokens checked by the token broker: cached (a recent review reused), authenticated and refused (by a TokenReview), error (the TokenReview could not be made).",
 		}, []string{"result"}),
 	}

@@ -7,16 +7,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gatehouse-dev/gatehouse/broker"
 	"github.com/gatehouse-dev/gatehouse/controllers"
 	"github.com/gatehouse-dev/gatehouse/proxy"
 )
 
 // TestMonitoringMetricsExist: every metric the Grafana dashboard and the
-// PrometheusRule query is one the controller or the sidecar exports: the
-// controller's own (described by its collectors), controller-runtime's and
-// client-go's that Gatehouse relies on (checked against a running manager
-// in the controllers package), and the sidecar's (described by the code
-// that writes its /metrics).
+// PrometheusRule query is one the controller, the broker or the sidecar
+// exports: the controller's own (described by its collectors),
+// controller-runtime's and client-go's that Gatehouse relies on (checked
+// against a running manager in the controllers package), the broker's, and
+// the sidecar's (described by the code that writes its /metrics).
 func TestMonitoringMetricsExist(t *testing.T) {
 	t.Parallel()
 	_, r := render(t, "production")
@@ -101,6 +102,9 @@ func exportedMetrics(t *testing.T) map[string]bool {
 		known[m.Name] = true
 	}
 	for _, name := range controllers.RuntimeMetrics {
+		known[name] = true
+	}
+	for _, name := range broker.MetricNames() {
 		known[name] = true
 	}
 	sidecar := 0
