@@ -55,11 +55,11 @@ func run(ctx context.Context) error {
     Sign in as  %s / %s     (group %s: allowed in)
            or   %s / %s   (group admins: refused with 403)
     Sign out    %s_gatehouse/logout
-    Metrics     %s
-    Logs        %s
+    Metrics     %s (sidecar), %s (token broker)
+    Logs        %s (broker.log: one line per token request)
 
   Press Ctrl-C to stop.
-`, d.URL, idp.DemoUser, idp.DemoPassword, demo.AllowedGroup, idp.AliceUser, idp.AlicePassword, d.URL, d.MetricsURL, d.Dir)
+`, d.URL, idp.DemoUser, idp.DemoPassword, demo.AllowedGroup, idp.AliceUser, idp.AlicePassword, d.URL, d.MetricsURL, d.BrokerMetricsURL, d.Dir)
 	<-ctx.Done()
 	fmt.Println("\n==> Stopping the demo")
 	if err := d.Stop(); err != nil {
