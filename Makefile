@@ -25,7 +25,7 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: demo
-demo: build $(IDP_DEPS) ## Run the demo: local control plane, controller, real IdP, sample app, injected sidecar
+demo: build $(IDP_DEPS) ## Run the demo: local control plane, controller, token broker, real IdP, sample app, injected sidecar
 	go build -o bin/demo ./hack/demo
 	bin/demo
 
