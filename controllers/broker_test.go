@@ -8,6 +8,7 @@ import (
 
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -106,13 +107,48 @@ func TestBrokeredProvider(t *testing.T) {
 	}).WithTimeout(wait).Should(gomega.Succeed())
 }
 
+// TestKeyedProvider: a provider that authenticates with a private key
+// (clientKeyRef, no client secret) is brokered like one with a secret: its
+// Pods get the broker's URL and CA, and the key reaches no namespace.
+func TestKeyedProvider(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "shop", intstr.FromString("http")))
+	create(t, ingress(ns, "shop", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "keyed"},
+		[]string{"shop.example.com"}, "shop"))
+	create(t, deployment(ns, "shop", 1, "http"))
+	g := gomega.NewWithT(t)
+	g.Eventually(func(g gomega.Gomega) {
+		s := secretOf(t, g, ns, "shop")
+		g.Expect(s.Data).To(gomega.HaveKey(controllers.SecretKeyBrokerCA))
+		g.Expect(s.Data).NotTo(gomega.HaveKey(controllers.SecretKeyClientSecret))
+		r, ok := registryEntry(t, g, ns)
+		g.Expect(ok).To(gomega.BeTrue())
+		g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"keyed": {"https://shop.example.com/_gatehouse/callback"}}))
+		ps := pods(t, g, ns, "shop")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		sc := sidecarOf(&ps[0])
+		g.Expect(sc).NotTo(gomega.BeNil())
+		g.Expect(sc.Args).To(gomega.ContainElements("--broker-url="+brokerURL+"/v1/providers/keyed", "--client-id=keyed"))
+		g.Expect(slices.ContainsFunc(sc.Args, func(a string) bool { return strings.HasPrefix(a, "--client-secret-file") })).To(gomega.BeFalse(), "args %v", sc.Args)
+	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	var secrets corev1.SecretList
+	g.Expect(k8s.List(t.Context(), &secrets, client.InNamespace(ns))).To(gomega.Succeed())
+	for _, s := range secrets.Items {
+		for k, v := range s.Data {
+			g.Expect(string(v)).NotTo(gomega.ContainSubstring("only-the-broker-reads-this"), "Secret %s key %s", s.Name, k)
+		}
+	}
+}
+
 // TestBrokerCARotated: a new CA in the broker's certificate Secret reaches
 // the Secrets of brokered front doors without a resync.
 func TestBrokerCARotated(t *testing.T) {
 	ns := newNamespace(t, nil)
 	create(t, service(ns, "shop", intstr.FromString("http")))
 	create(t, ingress(ns, "shop", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "brokered"},
-		[]string{"shop.example.com"}, "shop"))
+		[]string{"ca-" + ns + ".example.com"}, "shop"))
 	g := gomega.NewWithT(t)
 	g.Eventually(func(g gomega.Gomega) {
 		g.Expect(secretOf(t, g, ns, "shop").Data).To(gomega.HaveKey(controllers.SecretKeyBrokerCA))
@@ -129,4 +165,44 @@ func TestBrokerCARotated(t *testing.T) {
 		g.Expect(json.Unmarshal(s.Data[controllers.SecretKeyLastGood], &last)).To(gomega.Succeed())
 		g.Expect(last).To(gomega.HaveKeyWithValue("Provider", "brokered"))
 	}).WithTimeout(wait).Should(gomega.Succeed())
+}
+
+// TestRegistryTrustsOnlyGatehouse: a tenant's own Secret with Gatehouse's
+// label and a last good spec naming another team's host does not reach
+// the registry, nor does a host another namespace claimed first.
+func TestRegistryTrustsOnlyGatehouse(t *testing.T) {
+	t.Parallel()
+	g := gomega.NewWithT(t)
+	victim := newNamespace(t, nil)
+	create(t, service(victim, "shop", intstr.FromString("http")))
+	create(t, ingress(victim, "shop", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "brokered"},
+		[]string{"victim-" + victim + ".example.com"}, "shop"))
+	g.Eventually(func(g gomega.Gomega) {
+		_, ok := registryEntry(t, g, victim)
+		g.Expect(ok).To(gomega.BeTrue())
+	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	thief := newNamespace(t, nil)
+	forged, _ := json.Marshal(map[string]any{
+		"Ingress": "forged", "Provider": "brokered", "BrokerURL": brokerURL + "/v1/providers/brokered",
+		"Origins": []string{"https://stolen-" + thief + ".example.com"}, "PathPrefix": "/_gatehouse",
+	})
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-forged", Namespace: thief, Labels: map[string]string{controllers.SecretLabelIngress: "forged"},
+			Annotations: map[string]string{controllers.SecretAnnRegistryMAC: strings.Repeat("0", 64)}},
+		Data: map[string][]byte{controllers.SecretKeyLastGood: forged},
+	})
+	// The thief's own Ingress names the victim's host next to its own.
+	create(t, service(thief, "app", intstr.FromString("http")))
+	create(t, ingress(thief, "app", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "brokered"},
+		[]string{"victim-" + victim + ".example.com", "thief-" + thief + ".example.com"}, "app"))
+	// The registry is rebuilt from every Secret at once: once the thief's
+	// Ingress is in it, the forged Secret has been looked at too.
+	g.Eventually(func(g gomega.Gomega) {
+		r, ok := registryEntry(t, g, thief)
+		g.Expect(ok).To(gomega.BeTrue())
+		g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"brokered": {"https://thief-" + thief + ".example.com/_gatehouse/callback"}}))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+	r, _ := registryEntry(t, g, victim)
+	g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"brokered": {"https://victim-" + victim + ".example.com/_gatehouse/callback"}}))
 }

@@ -2,13 +2,20 @@ package controllers
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,6 +104,7 @@ type registryKeeper struct {
 	writer    client.Client
 	namespace string
 	name      string
+	signer    *registrySigner
 }
 
 // Reconcile rewrites the whole registry from the cached Secrets: one
@@ -128,29 +136,185 @@ func (k *registryKeeper) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Re
 	return ctrl.Result{}, nil
 }
 
-// entries are the registry's data: namespace -> BrokerRedirects.
+// Bounds of the registry, which lives in one ConfigMap (at most 1 MiB):
+// one namespace with a great many hosts must not stop its updates for
+// every other namespace.
+const (
+	maxRegistryURLs  = 500     // callback URLs of one namespace
+	maxRegistryBytes = 900_000 // the whole registry's data
+)
+
+// claim is a verified registry entry of one Secret.
+type claim struct {
+	namespace, provider string
+	urls                []string
+	// created is the Secret's creationTimestamp, which the API server sets
+	// (whole seconds); within one second, the controller's own record of
+	// the moment (gatehouse.dev/created) breaks the tie.
+	created, precise time.Time
+}
+
+// before reports whether c claimed its hosts before o.
+func (c claim) before(o claim) bool {
+	switch {
+	case !c.created.Equal(o.created):
+		return c.created.Before(o.created)
+	case !c.precise.Equal(o.precise):
+		return c.precise.Before(o.precise)
+	default:
+		return c.namespace < o.namespace
+	}
+}
+
+// entries are the registry's data: namespace -> BrokerRedirects. Only
+// Secrets the controller wrote count: a tenant can create a Secret with
+// Gatehouse's label in its own namespace, but not its registry MAC. A host
+// belongs to the namespace that claimed it first (by its Secret's
+// creationTimestamp, which the API server sets); a later claim from
+// another namespace is left out, so a tenant cannot add another team's
+// host to its entry by naming it in an Ingress of its own.
 func (k *registryKeeper) entries(ctx context.Context) (map[string]string, error) {
+	log := ctrl.LoggerFrom(ctx)
+	key, err := k.signer.key(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var list corev1.SecretList
 	if err := k.reader.List(ctx, &list, client.HasLabels{SecretLabelIngress}, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list Gatehouse's secrets: %w", err)
 	}
-	byNS := map[string]BrokerRedirects{}
+	var claims []claim
 	for i := range list.Items {
-		spec := lastGoodOf(&list.Items[i])
+		s := &list.Items[i]
+		spec := lastGoodOf(s)
 		if spec == nil || !spec.brokered() || spec.Provider == "" {
 			continue
 		}
-		ns := list.Items[i].Namespace
-		if byNS[ns] == nil {
-			byNS[ns] = BrokerRedirects{}
+		c := claim{namespace: s.Namespace, provider: spec.Provider, urls: spec.redirectURLs(), created: s.CreationTimestamp.Time, precise: secretCreated(s).Time}
+		if s.Name != secretName(spec.Ingress) || s.Labels[SecretLabelIngress] != spec.Ingress ||
+			!hmac.Equal([]byte(s.Annotations[SecretAnnRegistryMAC]), []byte(registryMAC(key, c.namespace, c.provider, c.urls))) {
+			log.Info("Secret left out of the broker registry: Gatehouse did not write it", "namespace", s.Namespace, "secret", s.Name)
+			continue
 		}
-		byNS[ns][spec.Provider] = append(byNS[ns][spec.Provider], spec.redirectURLs()...)
+		claims = append(claims, c)
+	}
+	return registryData(claims, log), nil
+}
+
+// registryData turns verified claims into the registry's data: each host
+// to the namespace that claimed it first, each namespace within
+// maxRegistryURLs, the whole within maxRegistryBytes.
+func registryData(claims []claim, log logr.Logger) map[string]string {
+	owner := map[string]claim{} // host -> the earliest claim
+	for _, c := range claims {
+		for _, u := range c.urls {
+			host := hostOf(u)
+			if o, ok := owner[host]; !ok || c.before(o) {
+				owner[host] = c
+			}
+		}
+	}
+	byNS := map[string]BrokerRedirects{}
+	for _, c := range claims {
+		for _, u := range c.urls {
+			if o := owner[hostOf(u)]; o.namespace != c.namespace {
+				log.Info("Host left out of the broker registry: another namespace claimed it first", "namespace", c.namespace, "host", hostOf(u), "owner", o.namespace)
+				continue
+			}
+			if byNS[c.namespace] == nil {
+				byNS[c.namespace] = BrokerRedirects{}
+			}
+			byNS[c.namespace][c.provider] = append(byNS[c.namespace][c.provider], u)
+		}
 	}
 	out := make(map[string]string, len(byNS))
+	size := 0
 	for ns, r := range byNS {
+		n := 0
+		for _, urls := range r {
+			n += len(urls)
+		}
+		if n > maxRegistryURLs {
+			log.Error(nil, "Namespace left out of the broker registry: too many callback URLs; its sign-ins through the broker are refused", "namespace", ns, "urls", n, "max", maxRegistryURLs)
+			continue
+		}
 		out[ns] = r.String()
+		size += len(ns) + len(out[ns])
 	}
-	return out, nil
+	for size > maxRegistryBytes {
+		// Leave out the largest entries, so that the others still fit.
+		largest := ""
+		for ns, v := range out {
+			if largest == "" || len(v) > len(out[largest]) {
+				largest = ns
+			}
+		}
+		log.Error(nil, "Namespace left out of the broker registry: the registry is full; its sign-ins through the broker are refused", "namespace", largest, "bytes", size, "max", maxRegistryBytes)
+		size -= len(largest) + len(out[largest])
+		delete(out, largest)
+	}
+	return out
+}
+
+// hostOf is the lower-cased host name of a callback URL.
+func hostOf(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Hostname())
+}
+
+// registryMAC authenticates a Secret's claim to the registry: HMAC-SHA256,
+// keyed with a key only the controller reads, of the namespace, the
+// provider and the callback URLs.
+func registryMAC(key []byte, namespace, provider string, urls []string) string {
+	sorted := slices.Clone(urls)
+	slices.Sort(sorted)
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(namespace + "\x00" + provider + "\x00" + strings.Join(sorted, "\x00")))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// registrySigner holds the key of registry MACs: 32 random bytes in a
+// Secret of the controller's namespace, made by the first replica that
+// needs it and read once.
+type registrySigner struct {
+	reader    client.Reader // uncached
+	writer    client.Client
+	namespace string
+	name      string
+
+	mu sync.Mutex // guards k
+	k  []byte
+}
+
+func (r *registrySigner) key(ctx context.Context) ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.k != nil {
+		return r.k, nil
+	}
+	var s corev1.Secret
+	err := r.reader.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: r.name}, &s)
+	if apierrors.IsNotFound(err) {
+		k := make([]byte, 32)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		s = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.namespace, Name: r.name}, Data: map[string][]byte{"key": k}}
+		if err = r.writer.Create(ctx, &s); apierrors.IsAlreadyExists(err) {
+			err = r.reader.Get(ctx, client.ObjectKey{Namespace: r.namespace, Name: r.name}, &s)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("broker registry key %s: %w", r.name, err)
+	}
+	if len(s.Data["key"]) < 32 {
+		return nil, fmt.Errorf("broker registry key %s: no key of 32 bytes", r.name)
+	}
+	r.k = s.Data["key"]
+	return r.k, nil
 }
 
 // registryRequest is the one request that stands for the whole registry.

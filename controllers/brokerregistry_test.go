@@ -2,6 +2,8 @@ package controllers
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"encoding/pem"
 	"io"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	jsonpatchapply "github.com/evanphx/json-patch/v5"
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
@@ -266,4 +269,82 @@ func FuzzBrokerRedirectsAllows(f *testing.F) {
 		}
 		t.Fatalf("Allows(%q) = true, but it does not start with a registered host", uri)
 	})
+}
+
+// TestRegistryData: a host belongs to the namespace that claimed it
+// first; one namespace with too many callback URLs, or a registry too
+// large for its ConfigMap, loses its own entry and nobody else's.
+func TestRegistryData(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cb := func(host string) string { return "https://" + host + "/_gatehouse/callback" }
+	got := registryData([]claim{
+		{namespace: "thief", provider: "corp", urls: []string{cb("SHOP.example.com"), cb("thief.example.com")}, created: t0.Add(time.Hour)},
+		{namespace: "shop", provider: "corp", urls: []string{cb("shop.example.com")}, created: t0},
+		{namespace: "tie-b", provider: "corp", urls: []string{cb("tie.example.com")}, created: t0},
+		{namespace: "tie-a", provider: "corp", urls: []string{cb("tie.example.com")}, created: t0},
+	}, logr.Discard())
+	want := map[string]string{
+		"shop":  BrokerRedirects{"corp": {cb("shop.example.com")}}.String(),
+		"thief": BrokerRedirects{"corp": {cb("thief.example.com")}}.String(),
+		"tie-a": BrokerRedirects{"corp": {cb("tie.example.com")}}.String(),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("registry (-want +got):\n%s", diff)
+	}
+
+	var many []string
+	for i := range maxRegistryURLs + 1 {
+		many = append(many, cb(fmt.Sprintf("h%d.example.com", i)))
+	}
+	got = registryData([]claim{
+		{namespace: "greedy", provider: "corp", urls: many, created: t0},
+		{namespace: "shop", provider: "corp", urls: []string{cb("shop.example.com")}, created: t0},
+	}, logr.Discard())
+	if _, ok := got["greedy"]; ok || got["shop"] == "" {
+		t.Errorf("a namespace over the limit: %v", maps.Keys(got))
+	}
+
+	// Namespaces within the per-namespace limit that together overflow
+	// the ConfigMap: the largest go, the small one stays.
+	var claims []claim
+	long := strings.Repeat("x", 200)
+	for n := range 12 {
+		var urls []string
+		for i := range maxRegistryURLs {
+			urls = append(urls, cb(fmt.Sprintf("%s-%d-%d.example.com", long, n, i)))
+		}
+		claims = append(claims, claim{namespace: fmt.Sprintf("big-%02d", n), provider: "corp", urls: urls, created: t0})
+	}
+	claims = append(claims, claim{namespace: "shop", provider: "corp", urls: []string{cb("shop.example.com")}, created: t0})
+	got = registryData(claims, logr.Discard())
+	size := 0
+	for ns, v := range got {
+		size += len(ns) + len(v)
+	}
+	if size > maxRegistryBytes || got["shop"] == "" || len(got) < 2 {
+		t.Errorf("registry of %d bytes with %d namespaces (shop: %q)", size, len(got), got["shop"])
+	}
+}
+
+// TestRegistryMAC: the MAC covers the namespace, the provider and every
+// URL, in any order, under the controller's key only.
+func TestRegistryMAC(t *testing.T) {
+	t.Parallel()
+	key := []byte(strings.Repeat("k", 32))
+	base := registryMAC(key, "shop", "corp", []string{"https://a/cb", "https://b/cb"})
+	if registryMAC(key, "shop", "corp", []string{"https://b/cb", "https://a/cb"}) != base {
+		t.Error("the MAC depends on the URLs' order")
+	}
+	for name, other := range map[string]string{
+		"namespace":      registryMAC(key, "thief", "corp", []string{"https://a/cb", "https://b/cb"}),
+		"provider":       registryMAC(key, "shop", "other", []string{"https://a/cb", "https://b/cb"}),
+		"an added URL":   registryMAC(key, "shop", "corp", []string{"https://a/cb", "https://b/cb", "https://c/cb"}),
+		"another key":    registryMAC([]byte(strings.Repeat("j", 32)), "shop", "corp", []string{"https://a/cb", "https://b/cb"}),
+		"moved boundary": registryMAC(key, "shop\x00corp", "", []string{"https://a/cb", "https://b/cb"}),
+	} {
+		if other == base {
+			t.Errorf("%s does not change the MAC", name)
+		}
+	}
 }

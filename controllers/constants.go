@@ -60,6 +60,10 @@ const (
 	// SecretAnnStalePods counts the Pods whose sidecar enforces the
 	// current settings with an older image or other resources.
 	SecretAnnStalePods = AnnotationPrefix + "stale-pods"
+	// SecretAnnRegistryMAC on the Secret of a brokered front door
+	// authenticates its callback URLs for the broker registry: only
+	// Secrets with a MAC that the controller's key makes count.
+	SecretAnnRegistryMAC = AnnotationPrefix + "registry-mac"
 )
 
 // Names of what the controller creates.

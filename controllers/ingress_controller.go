@@ -67,6 +67,9 @@ type IngressReconciler struct {
 	metrics   *metrics
 	scope     *scopeKeeper
 	redis     *redisUsers
+	// registry signs the callback URLs of brokered front doors for the
+	// broker registry; nil without a broker.
+	registry *registrySigner
 	// secretRetention is how long a Secret nobody needs any more is kept
 	// for an Ingress of the same name to adopt.
 	secretRetention time.Duration
@@ -346,6 +349,13 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 	annotations := map[string]string{SecretAnnCreated: made.UTC().Format(time.RFC3339Nano)}
 	if fe.Kind == KindHTTPRoute {
 		annotations[SecretAnnHTTPRoute] = fe.RouteNamespace + "/" + fe.Name
+	}
+	if res.Spec.brokered() && r.registry != nil {
+		key, err := r.registry.key(ctx)
+		if err != nil {
+			return false, err
+		}
+		annotations[SecretAnnRegistryMAC] = registryMAC(key, fe.Namespace, res.Spec.Provider, res.Spec.redirectURLs())
 	}
 	// Unchanged, it is not written: a reconcile that finds everything in
 	// order costs the API server nothing.

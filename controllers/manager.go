@@ -133,6 +133,10 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	if err := scope.SetupWithManager(mgr); err != nil {
 		return nil, fmt.Errorf("register webhook scope: %w", err)
 	}
+	var signer *registrySigner
+	if cfg.BrokerURL != "" {
+		signer = &registrySigner{reader: mgr.GetAPIReader(), writer: mgr.GetClient(), namespace: cfg.Namespace, name: cfg.BrokerRegistry + "-key"}
+	}
 	rec := &IngressReconciler{
 		client:          mgr.GetClient(),
 		apiReader:       mgr.GetAPIReader(),
@@ -141,6 +145,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 		metrics:         m,
 		scope:           scope,
 		redis:           redisUsersOf,
+		registry:        signer,
 		secretRetention: cfg.SecretRetention,
 		now:             time.Now,
 	}
@@ -155,7 +160,7 @@ func NewManager(cfg Config, file *FileConfig, opts Options) (ctrl.Manager, error
 	if cfg.BrokerURL != "" {
 		keeper := &registryKeeper{
 			reader: mgr.GetClient(), apiReader: mgr.GetAPIReader(), writer: mgr.GetClient(),
-			namespace: cfg.Namespace, name: cfg.BrokerRegistry,
+			namespace: cfg.Namespace, name: cfg.BrokerRegistry, signer: signer,
 		}
 		if err := keeper.SetupWithManager(mgr); err != nil {
 			return nil, fmt.Errorf("register broker registry: %w", err)
