@@ -118,6 +118,16 @@ func TestSchemaRejects(t *testing.T) {
 		{"client secret mode", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientSecretMode: vault}\n", "/providers/0/clientSecretMode"},
 		{"broker mode without the broker", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientSecretRef: {name: s, key: k}, clientSecretMode: broker}\nbroker:\n  enabled: false\n",
 			`"corp" has clientSecretMode broker, which needs broker.enabled`},
+		{"client key without its key", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientKeyRef: {name: k}}\n",
+			"/providers/0/clientKeyRef': missing property 'key'"},
+		{"client key and secret", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientKeyRef: {name: k, key: tls.key}, clientSecretRef: {name: s, key: k}}\n",
+			`"corp" has clientKeyRef and a client secret`},
+		{"client key and the shorthand's secret", "provider:\n  issuerURL: https://login.example.com\n  clientID: g\n  clientSecret: {name: s}\n  clientKeyRef: {name: k, key: tls.key}\n",
+			`"default" has clientKeyRef and a client secret`},
+		{"client key in copy mode", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientKeyRef: {name: k, key: tls.key}, clientSecretMode: copy}\n",
+			`"corp" has clientKeyRef, which needs clientSecretMode broker and broker.enabled`},
+		{"client key without the broker", "providers:\n  - {name: corp, issuerURL: https://login.example.com, clientID: g, clientKeyRef: {name: k, key: tls.key}}\nbroker:\n  enabled: false\n",
+			`"corp" has clientKeyRef, which needs clientSecretMode broker and broker.enabled`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -154,6 +164,12 @@ func TestNotes(t *testing.T) {
 		{"namespace selector", "production", releaseNS,
 			[]string{"It never covers kube-system,\ngatehouse-system, monitoring, cert-manager, namespaces labelled gatehouse.dev/injection=disabled\n" + selector},
 			[]string{"WARNING"}},
+		{"private key", "private-key", releaseNS,
+			[]string{
+				"default: https://login.example.com, client gatehouse, private key (private_key_jwt) in Secret gatehouse-oidc-key (key tls.key)\n",
+				"kubectl -n " + releaseNS + " create secret generic gatehouse-partners-key --from-file=tls.key=<PEM private key file>\n",
+			},
+			[]string{"public client", "<client secret>"}},
 		{"default namespace", "minimal", "default",
 			[]string{"WARNING: the webhook never covers the release namespace, so apps in namespace\ndefault cannot be protected.", "--namespace gatehouse-system"},
 			nil},

@@ -180,8 +180,10 @@ webhook's certificate.
 The identity providers as a JSON list: the "provider" shorthand (one
 provider, named "default" unless provider.name says otherwise) followed by
 the "providers" list, each entry exactly as the controller's --config file
-reads it. Fails with a message naming the value when the list is empty or a
-name is used twice.
+reads it. With broker.enabled, a provider with a client secret or a
+private key (clientKeyRef) and no clientSecretMode is in broker mode. Fails
+with a message naming the value when the list is empty, a name is used
+twice, or a provider's credential needs the broker it does not have.
 */}}
 {{- define "gatehouse.providers" -}}
 {{- $all := list }}
@@ -191,7 +193,7 @@ name is used twice.
 {{- if $p.clientSecret.name }}
 {{- $_ := set $one "clientSecretRef" (dict "name" $p.clientSecret.name "key" (default "client-secret" $p.clientSecret.key)) }}
 {{- end }}
-{{- range $key := list "scopes" "groupsClaim" "logoutRedirect" "allowedNamespaces" "sessionStore" "clientSecretMode" }}
+{{- range $key := list "scopes" "groupsClaim" "logoutRedirect" "allowedNamespaces" "sessionStore" "clientSecretMode" "clientKeyRef" "clientKeyID" }}
 {{- if hasKey $p $key }}
 {{- $_ := set $one $key (get $p $key) }}
 {{- end }}
@@ -202,11 +204,19 @@ name is used twice.
 {{- $all = append $all (deepCopy .) }}
 {{- end }}
 {{- range $all }}
-{{- if and $.Values.broker.enabled .clientSecretRef (not .clientSecretMode) }}
+{{- if and $.Values.broker.enabled (or .clientSecretRef .clientKeyRef) (not .clientSecretMode) }}
 {{- $_ := set . "clientSecretMode" "broker" }}
 {{- end }}
 {{- if and (eq (default "" .clientSecretMode) "broker") (not $.Values.broker.enabled) }}
 {{- fail (printf "providers: %q has clientSecretMode broker, which needs broker.enabled" .name) }}
+{{- end }}
+{{- if .clientKeyRef }}
+{{- if .clientSecretRef }}
+{{- fail (printf "providers: %q has clientKeyRef and a client secret; a provider authenticates with one credential, so keep one" .name) }}
+{{- end }}
+{{- if ne (default "" .clientSecretMode) "broker" }}
+{{- fail (printf "providers: %q has clientKeyRef, which needs clientSecretMode broker and broker.enabled: only gatehouse broker signs with the key" .name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if not $all }}
