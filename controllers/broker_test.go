@@ -115,7 +115,7 @@ func TestKeyedProvider(t *testing.T) {
 	ns := newNamespace(t, nil)
 	create(t, service(ns, "shop", intstr.FromString("http")))
 	create(t, ingress(ns, "shop", map[string]string{controllers.AnnEnabled: "true", controllers.AnnProvider: "keyed"},
-		[]string{"shop.example.com"}, "shop"))
+		[]string{"keyed.example.com"}, "shop"))
 	create(t, deployment(ns, "shop", 1, "http"))
 	g := gomega.NewWithT(t)
 	g.Eventually(func(g gomega.Gomega) {
@@ -124,7 +124,7 @@ func TestKeyedProvider(t *testing.T) {
 		g.Expect(s.Data).NotTo(gomega.HaveKey(controllers.SecretKeyClientSecret))
 		r, ok := registryEntry(t, g, ns)
 		g.Expect(ok).To(gomega.BeTrue())
-		g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"keyed": {"https://shop.example.com/_gatehouse/callback"}}))
+		g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"keyed": {"https://keyed.example.com/_gatehouse/callback"}}))
 		ps := pods(t, g, ns, "shop")
 		g.Expect(ps).To(gomega.HaveLen(1))
 		sc := sidecarOf(&ps[0])

@@ -86,7 +86,10 @@ func cacheOptions(own string, file *FileConfig, brokerTLS string) (cache.Options
 }
 
 // providerSecretNames are the Secrets in Gatehouse's namespace that the
-// config file's providers refer to.
+// config file's providers refer to and the controller copies from. A
+// provider's clientKeyRef is not among them: only gatehouse broker reads
+// the private key, so the controller's cache drops its data and no change
+// of it reconciles anything.
 func providerSecretNames(file *FileConfig) []string {
 	var names []string
 	for _, p := range file.Providers {

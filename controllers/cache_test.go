@@ -126,6 +126,7 @@ providers:
   - {name: b, issuerURL: 'https://login.example.com', clientID: b, clientSecretRef: {name: oidc, key: other},
      sessionStore: {redisURL: 'redis://r:6379/0', passwordSecretRef: {name: redis, key: p}}}
   - {name: c, issuerURL: 'https://login.example.com', clientID: c}
+  - {name: d, issuerURL: 'https://login.example.com', clientID: d, clientKeyRef: {name: signing-key, key: tls.key}, clientSecretMode: broker}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +139,11 @@ providers:
 	}
 	if got := providersUsing(file, "redis"); !slices.Equal(got, []string{"b"}) {
 		t.Errorf("providersUsing(redis) = %v", got)
+	}
+	// Only the broker reads a private key: the controller neither keeps
+	// its data nor reconciles on its change.
+	if got := providersUsing(file, "signing-key"); len(got) != 0 {
+		t.Errorf("providersUsing(signing-key) = %v, want none", got)
 	}
 }
 

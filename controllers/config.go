@@ -182,6 +182,15 @@ type Provider struct {
 	// broker keeps it in Gatehouse's namespace, and the sidecars' code
 	// exchange, refresh and revocation go through gatehouse broker.
 	ClientSecretMode string `json:"clientSecretMode,omitempty"`
+	// ClientKeyRef names a PEM private key (PKCS #8, PKCS #1 RSA or SEC 1
+	// EC) with which gatehouse broker authenticates the client by
+	// private_key_jwt (OIDC Core 9, RFC 7523 2.2) instead of a client
+	// secret. Only the broker reads it, so it needs clientSecretMode
+	// broker, and it replaces clientSecretRef.
+	ClientKeyRef *SecretKeyRef `json:"clientKeyRef,omitempty"`
+	// ClientKeyID is the kid of the broker's client assertions; empty
+	// means the RFC 7638 thumbprint of the key's public half.
+	ClientKeyID string `json:"clientKeyID,omitempty"`
 }
 
 // Client secret modes of a provider.
@@ -284,8 +293,8 @@ func (fc *FileConfig) validate() error {
 		switch p.ClientSecretMode {
 		case "", ClientSecretModeCopy:
 		case ClientSecretModeBroker:
-			if p.ClientSecretRef == nil {
-				errs = append(errs, fmt.Errorf("%s.clientSecretMode: broker needs clientSecretRef: a public client has no secret to keep", where))
+			if p.ClientSecretRef == nil && p.ClientKeyRef == nil {
+				errs = append(errs, fmt.Errorf("%s.clientSecretMode: broker needs clientSecretRef or clientKeyRef: a public client has no credential to keep", where))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("%s.clientSecretMode: %q is not copy or broker", where, p.ClientSecretMode))
@@ -293,6 +302,7 @@ func (fc *FileConfig) validate() error {
 		if r := p.ClientSecretRef; r != nil && (r.Name == "" || r.Key == "") {
 			errs = append(errs, fmt.Errorf("%s.clientSecretRef: name and key are required", where))
 		}
+		errs = append(errs, p.checkClientKey(where)...)
 		if ss := p.SessionStore; ss != nil {
 			if ss.RedisURL == "" {
 				errs = append(errs, fmt.Errorf("%s.sessionStore.redisURL: required", where))
@@ -309,6 +319,31 @@ func (fc *FileConfig) validate() error {
 		errs = append(errs, fmt.Errorf("defaults.provider: %q is not a configured provider", fc.Defaults.Provider))
 	}
 	return errors.Join(errs...)
+}
+
+// checkClientKey checks clientKeyRef and clientKeyID. Only the broker
+// signs client assertions: a sidecar never holds the key, so the key needs
+// broker mode. A provider authenticates with one credential, so a key and
+// a client secret together are refused rather than one silently ignored.
+func (p *Provider) checkClientKey(where string) []error {
+	var errs []error
+	r := p.ClientKeyRef
+	if r == nil {
+		if p.ClientKeyID != "" {
+			errs = append(errs, fmt.Errorf("%s.clientKeyID: needs clientKeyRef", where))
+		}
+		return errs
+	}
+	if r.Name == "" || r.Key == "" {
+		errs = append(errs, fmt.Errorf("%s.clientKeyRef: name and key are required", where))
+	}
+	if !p.Brokered() {
+		errs = append(errs, fmt.Errorf("%s.clientKeyRef: needs clientSecretMode broker: only gatehouse broker signs with the key, sidecars never hold it", where))
+	}
+	if p.ClientSecretRef != nil {
+		errs = append(errs, fmt.Errorf("%s.clientKeyRef: clientSecretRef is set too; a provider authenticates with one credential, so keep one of them", where))
+	}
+	return errs
 }
 
 // checkIssuer accepts https issuers, and http only on loopback addresses

@@ -168,9 +168,11 @@ func (r *resolver) resolve(ctx context.Context, fe frontend) (resolved, error) {
 		spec.Scopes, spec.GroupsClaim = p.Scopes, p.GroupsClaim
 		spec.LogoutRedirect = p.LogoutRedirect
 		switch ref := p.ClientSecretRef; {
-		case ref != nil && p.Brokered():
-			// The client secret stays in Gatehouse's namespace; the
-			// namespace gets the broker's CA instead.
+		case p.Brokered():
+			// The client's credential (a client secret, or the private
+			// key of clientKeyRef, which only the broker ever reads)
+			// stays in Gatehouse's namespace; the namespace gets the
+			// broker's CA instead.
 			spec.Provider = p.Name
 			spec.BrokerURL = strings.TrimSuffix(r.broker.url, "/") + "/v1/providers/" + url.PathEscape(p.Name)
 			spec.BrokerAudience = r.broker.audience

@@ -50,6 +50,9 @@ const (
 	// one with a CA the tests can change.
 	brokerTLS = "gatehouse-broker-tls"
 	brokerURL = "https://gatehouse-broker.gatehouse-system.svc"
+	// clientKey is the content of the private key Secret of provider
+	// keyed, which only the broker may read.
+	clientKey = "-----BEGIN PRIVATE KEY-----\nonly-the-broker-reads-this\n-----END PRIVATE KEY-----\n"
 )
 
 func TestMain(m *testing.M) {
@@ -112,6 +115,8 @@ func runSuite(m *testing.M) int {
 			Data: map[string][]byte{"client-secret": []byte("before-rotation")}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: brokerTLS, Namespace: managerNS},
 			Data: map[string][]byte{"ca.crt": []byte("the broker's CA"), "tls.crt": []byte("crt"), "tls.key": []byte("key")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-client-key", Namespace: managerNS},
+			Data: map[string][]byte{"tls.key": []byte(clientKey)}},
 	} {
 		if err := k8s.Create(ctx, obj); err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -147,6 +152,12 @@ providers:
     issuerURL: https://login.example.com
     clientID: brokered
     clientSecretRef: {name: gatehouse-oidc, key: client-secret}
+    clientSecretMode: broker
+    allowedNamespaces: ["*"]
+  - name: keyed
+    issuerURL: https://login.example.com
+    clientID: keyed
+    clientKeyRef: {name: gatehouse-client-key, key: tls.key}
     clientSecretMode: broker
     allowedNamespaces: ["*"]
   - name: shared
