@@ -6,13 +6,17 @@
 //
 // Switches let a test forge tokens (claims, algorithm, key), refuse refresh,
 // take the IdP down, or make the token endpoint fail, and a hook shows it
-// every request. It is for tests only.
+// every request. The client authenticates with its secret, or, once a test
+// registers its public key (SetClientKey), with private_key_jwt. It is for
+// tests only.
 package idptest
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -23,8 +27,14 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/coreos/go-oidc/v3/oidc/oidctest"
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"golang.org/x/oauth2"
 )
+
+// ClientAssertionType is the client_assertion_type of a JWT client
+// assertion (RFC 7523 2.2).
+const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 // User is someone the fake IdP can log in.
 type User struct {
@@ -73,6 +83,14 @@ type Provider struct {
 	keyFetches     int
 	now            func() time.Time
 	requestHook    func(r *http.Request)
+	discoveryHook  func(doc map[string]any)
+	// clientKey, when set, is the client's public key: the client then
+	// authenticates with private_key_jwt alone, with assertions whose kid
+	// is clientKeyID when that is set. jtis are the assertion ids
+	// accepted so far.
+	clientKey   crypto.PublicKey
+	clientKeyID string
+	jtis        map[string]bool
 }
 
 type grant struct {
@@ -108,6 +126,7 @@ func New(t TB) *Provider {
 		refresh:        map[string]*grant{},
 		access:         map[string]*grant{},
 		tokenCalls:     map[string]int{},
+		jtis:           map[string]bool{},
 		accessTokenTTL: time.Hour,
 		now:            time.Now,
 	}
@@ -170,6 +189,25 @@ func (p *Provider) SetUserinfoHook(f func(claims map[string]any)) {
 // SetClientSecret changes the secret the client must present.
 func (p *Provider) SetClientSecret(secret string) { p.set(func() { p.ClientSecret = secret }) }
 
+// SetClientKey registers the client's public key (*rsa.PublicKey or
+// *ecdsa.PublicKey). From then on the token and revocation endpoints
+// authenticate the client by private_key_jwt alone (OIDC Core 9, RFC 7523
+// 2.2 and 3): each request must carry client_assertion_type and a
+// client_assertion signed with the key (with kid as its kid header unless
+// kid is empty) whose iss and sub are the client id, whose aud holds the
+// token endpoint, with an exp still to come and a jti not seen before, and
+// no client secret besides (RFC 6749 2.3: one method per request).
+// Anything else is refused with 401 invalid_client. nil goes back to the
+// client secret.
+func (p *Provider) SetClientKey(pub crypto.PublicKey, kid string) {
+	p.set(func() { p.clientKey, p.clientKeyID = pub, kid })
+}
+
+// SetDiscoveryHook edits the discovery document before it is served.
+func (p *Provider) SetDiscoveryHook(f func(doc map[string]any)) {
+	p.set(func() { p.discoveryHook = f })
+}
+
 // SetTokenDelay makes every token request call f (outside the lock) before
 // it is answered, so a test can hold a request in flight.
 func (p *Provider) SetTokenDelay(f func()) { p.set(func() { p.tokenDelay = f }) }
@@ -229,7 +267,7 @@ func (p *Provider) gate(next http.Handler) http.Handler {
 }
 
 func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	doc := map[string]any{
 		"issuer":                                p.URL,
 		"authorization_endpoint":                p.URL + "/auth",
 		"token_endpoint":                        p.URL + "/token",
@@ -241,7 +279,14 @@ func (p *Provider) discovery(w http.ResponseWriter, _ *http.Request) {
 		"subject_types_supported":               []string{"public"},
 		"id_token_signing_alg_values_supported": []string{"RS256"},
 		"code_challenge_methods_supported":      []string{"S256"},
-	})
+	}
+	p.mu.Lock()
+	hook := p.discoveryHook
+	p.mu.Unlock()
+	if hook != nil {
+		hook(doc)
+	}
+	writeJSON(w, http.StatusOK, doc)
 }
 
 // authorize logs the chosen user in at once and redirects back with a code.
@@ -290,10 +335,6 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, http.StatusBadRequest, "invalid_request")
 		return
 	}
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	}
 	gt := r.PostForm.Get("grant_type")
 	p.mu.Lock()
 	p.tokenCalls[gt]++
@@ -308,7 +349,12 @@ func (p *Provider) token(w http.ResponseWriter, r *http.Request) {
 		oauthError(w, p.tokenStatus, "server_error")
 		return
 	}
-	if id != p.ClientID || secret != p.ClientSecret {
+	if p.clientKey != nil {
+		if err := p.checkAssertion(r); err != nil {
+			oauthErrorDescription(w, http.StatusUnauthorized, "invalid_client", err.Error())
+			return
+		}
+	} else if id, secret := clientSecret(r); id != p.ClientID || secret != p.ClientSecret {
 		oauthError(w, http.StatusUnauthorized, "invalid_client")
 		return
 	}
@@ -429,14 +475,83 @@ func (p *Provider) revoke(w http.ResponseWriter, r *http.Request) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The revocation endpoint takes any client with a secret, as before,
+	// and only the key's assertions once a key is registered.
+	if p.clientKey != nil {
+		if err := p.checkAssertion(r); err != nil {
+			oauthErrorDescription(w, http.StatusUnauthorized, "invalid_client", err.Error())
+			return
+		}
+	}
 	tok := r.PostForm.Get("token")
 	p.revoked = append(p.revoked, tok)
 	delete(p.refresh, tok)
 	w.WriteHeader(http.StatusOK)
 }
 
+// clientSecret returns the client id and secret of a request with
+// client_secret_basic or client_secret_post (RFC 6749 2.3.1).
+func clientSecret(r *http.Request) (id, secret string) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		id, secret = r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	}
+	return id, secret
+}
+
+// assertionAlgorithms are the JWS algorithms the fake IdP verifies client
+// assertions with; the key's type narrows them further.
+var assertionAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.PS256, jose.ES256, jose.ES384, jose.ES512}
+
+// checkAssertion checks a private_key_jwt client authentication (OIDC
+// Core 9, RFC 7523 3) against the registered key; p.mu is held. An
+// accepted assertion's jti cannot be used again.
+func (p *Provider) checkAssertion(r *http.Request) error {
+	if _, _, basic := r.BasicAuth(); basic || r.PostForm.Has("client_secret") {
+		return errors.New("a client secret besides the assertion (RFC 6749 2.3: one method per request)")
+	}
+	if got := r.PostForm.Get("client_assertion_type"); got != ClientAssertionType {
+		return fmt.Errorf("client_assertion_type %q", got)
+	}
+	if id := r.PostForm.Get("client_id"); id != "" && id != p.ClientID {
+		return fmt.Errorf("client_id %q", id)
+	}
+	tok, err := jwt.ParseSigned(r.PostForm.Get("client_assertion"), assertionAlgorithms)
+	if err != nil {
+		return fmt.Errorf("client_assertion: %w", err)
+	}
+	if kid := tok.Headers[0].KeyID; p.clientKeyID != "" && kid != p.clientKeyID {
+		return fmt.Errorf("client_assertion: kid %q, want %q", kid, p.clientKeyID)
+	}
+	var c jwt.Claims
+	if err := tok.Claims(p.clientKey, &c); err != nil {
+		return fmt.Errorf("client_assertion: %w", err)
+	}
+	if c.Expiry == nil || c.ID == "" {
+		return errors.New("client_assertion: exp and jti are required (OIDC Core 9)")
+	}
+	if err := c.ValidateWithLeeway(jwt.Expected{
+		Issuer:      p.ClientID,
+		Subject:     p.ClientID,
+		AnyAudience: jwt.Audience{p.URL + "/token"},
+		Time:        p.now(),
+	}, 0); err != nil {
+		return fmt.Errorf("client_assertion: %w", err)
+	}
+	if p.jtis[c.ID] {
+		return errors.New("client_assertion: jti used before")
+	}
+	p.jtis[c.ID] = true
+	return nil
+}
+
 func oauthError(w http.ResponseWriter, status int, code string) {
-	writeJSON(w, status, map[string]string{"error": code, "error_description": fmt.Sprintf("idptest: %s", code)})
+	oauthErrorDescription(w, status, code, code)
+}
+
+// oauthErrorDescription answers an OAuth error whose description says why.
+func oauthErrorDescription(w http.ResponseWriter, status int, code, description string) {
+	writeJSON(w, status, map[string]string{"error": code, "error_description": "idptest: " + description})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
