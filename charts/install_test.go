@@ -367,6 +367,42 @@ webhook:
 			t.Errorf("Pod %s/%s went to the stopped controller's webhook: %v", p.Namespace, p.Name, err)
 		}
 	}
+	// A provider without clientSecretMode stays as the live release has
+	// it: in broker mode here, in copy mode after a release from before the
+	// broker (whose config file had no clientSecretMode), so that an
+	// upgrade replaces no Pod.
+	for _, tc := range []struct{ live, want string }{{"broker", "broker"}, {"", "copy"}} {
+		var cm corev1.ConfigMap
+		key := client.ObjectKey{Namespace: releaseNS, Name: release + "-config"}
+		if err := c.client.Get(ctx, key, &cm); err != nil {
+			t.Fatal(err)
+		}
+		if tc.live == "" {
+			cm.Data["config.yaml"] = strings.ReplaceAll(cm.Data["config.yaml"], "clientSecretMode: broker", "")
+			if err := c.client.Update(ctx, &cm); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out, err := helm(t, append([]string{"upgrade", release, chartDir, "-f", values, "--dry-run=server"}, onCluster...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, manifest, _ := strings.Cut(out, "\nMANIFEST:\n")
+		manifest, _, _ = strings.Cut(manifest, "\nNOTES:\n")
+		objs, err := splitObjects(manifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := as[corev1.ConfigMap](t, rendered{objs: objs}.get(t, "ConfigMap", key.Name))
+		file, err := controllers.ParseFile([]byte(next.Data["config.yaml"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := file.Provider("corp"); p.ClientSecretMode != tc.want {
+			t.Errorf("live provider in mode %q: helm upgrade renders clientSecretMode %q, want %q", tc.live, p.ClientSecretMode, tc.want)
+		}
+	}
+
 	// helm upgrade renders the namespaces the controller listed, not the
 	// placeholder. (Only rendered: applied, it would also put back the
 	// Service that --webhook-url replaced.)

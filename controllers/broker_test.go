@@ -8,6 +8,7 @@ import (
 
 	"github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -205,4 +206,45 @@ func TestRegistryTrustsOnlyGatehouse(t *testing.T) {
 	}).WithTimeout(wait).Should(gomega.Succeed())
 	r, _ := registryEntry(t, g, victim)
 	g.Expect(r).To(gomega.Equal(controllers.BrokerRedirects{"brokered": {"https://victim-" + victim + ".example.com/_gatehouse/callback"}}))
+}
+
+// TestSwitchToBrokerKeepsCopyForOldPods: when an app moves to a provider in
+// broker mode, the copied client secret stays in its Secret while a Pod
+// whose sidecar reads it runs (here, with rollout: manual, until it is
+// deleted), so that its sidecar still starts if it restarts.
+func TestSwitchToBrokerKeepsCopyForOldPods(t *testing.T) {
+	t.Parallel()
+	ns := newNamespace(t, nil)
+	create(t, service(ns, "shop", intstr.FromString("http")))
+	ann := map[string]string{controllers.AnnEnabled: "true", controllers.AnnRollout: "manual"}
+	create(t, ingress(ns, "shop", ann, []string{"switch-" + ns + ".example.com"}, "shop"))
+	create(t, deployment(ns, "shop", 1, "http"))
+	g := gomega.NewWithT(t)
+	var old corev1.Pod
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "shop")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		g.Expect(sidecarOf(&ps[0])).NotTo(gomega.BeNil())
+		g.Expect(sidecarOf(&ps[0]).Args).To(gomega.ContainElement("--client-secret-file=/etc/gatehouse/" + controllers.SecretKeyClientSecret))
+		old = ps[0]
+	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	var ing networkingv1.Ingress
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "shop"}, &ing)).To(gomega.Succeed())
+	ing.Annotations[controllers.AnnProvider] = "brokered"
+	g.Expect(k8s.Update(t.Context(), &ing)).To(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) {
+		s := secretOf(t, g, ns, "shop")
+		g.Expect(s.Data).To(gomega.HaveKey(controllers.SecretKeyBrokerCA))
+		g.Expect(string(s.Data[controllers.SecretKeyClientSecret])).To(gomega.Equal(providerSecret))
+	}).WithTimeout(wait).Should(gomega.Succeed())
+
+	// The old Pod goes; its replacement is brokered, and the copy goes.
+	g.Expect(k8s.Delete(t.Context(), &old)).To(gomega.Succeed())
+	g.Eventually(func(g gomega.Gomega) {
+		ps := pods(t, g, ns, "shop")
+		g.Expect(ps).To(gomega.HaveLen(1))
+		g.Expect(sidecarOf(&ps[0]).Args).To(gomega.ContainElement(gomega.HavePrefix("--broker-url=")))
+		g.Expect(secretOf(t, g, ns, "shop").Data).NotTo(gomega.HaveKey(controllers.SecretKeyClientSecret))
+	}).WithTimeout(wait).Should(gomega.Succeed())
 }

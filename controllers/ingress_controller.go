@@ -342,6 +342,18 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 		}
 		data[key] = v
 	}
+	if v, ok := existing.Data[SecretKeyClientSecret]; ok && res.Spec.brokered() && res.clientSecretRef == nil {
+		// The provider went to broker mode: the copy stays until no Pod's
+		// sidecar reads it any more, so that a sidecar of the old mode that
+		// restarts before its Pod is replaced still starts.
+		reads, err := r.podsReadClientSecret(ctx, fe.Namespace, name)
+		if err != nil {
+			return false, err
+		}
+		if reads {
+			data[SecretKeyClientSecret] = v
+		}
+	}
 	made := r.now()
 	if !created {
 		made = secretCreated(&existing).Time
@@ -386,6 +398,29 @@ func (r *IngressReconciler) ensureSecret(ctx context.Context, fe frontend, res r
 			"new cookie secret in Secret %s; the previous one stays accepted", name)
 	}
 	return created, nil
+}
+
+// podsReadClientSecret reports whether a live Pod mounting the Secret name
+// runs a sidecar that reads the client secret from it.
+func (r *IngressReconciler) podsReadClientSecret(ctx context.Context, ns, name string) (bool, error) {
+	var pods corev1.PodList
+	if err := r.client.List(ctx, &pods, client.InNamespace(ns), client.MatchingFields{indexPodSecret: name}, client.UnsafeDisableDeepCopy); err != nil {
+		return false, fmt.Errorf("list pods mounting %s: %w", name, err)
+	}
+	for i := range pods.Items {
+		// Terminating Pods count: their containers may still restart.
+		if phase := pods.Items[i].Status.Phase; phase == corev1.PodSucceeded || phase == corev1.PodFailed {
+			continue
+		}
+		for _, c := range pods.Items[i].Spec.InitContainers {
+			if c.Name == SidecarName && slices.ContainsFunc(c.Args, func(a string) bool {
+				return strings.HasPrefix(a, "--client-secret-file="+SecretMountPath+"/")
+			}) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }
 
 // peerCookie is the cookie secret for a new per-Ingress Secret: that of

@@ -203,9 +203,25 @@ twice, or a provider's credential needs the broker it does not have.
 {{- range .Values.providers }}
 {{- $all = append $all (deepCopy .) }}
 {{- end }}
+{{- /*
+A provider without clientSecretMode is in broker mode when the broker runs,
+unless the live release has it with a client secret outside broker mode (an
+upgrade from a release before the broker, or one installed with copy):
+switching replaces the provider's Pods, so it happens only when values ask
+for it.
+*/}}
+{{- $live := dict }}
+{{- $cm := lookup "v1" "ConfigMap" .Release.Namespace (include "gatehouse.configMapName" .) }}
+{{- with (dig "data" "config.yaml" "" $cm) }}
+{{- range (dig "providers" list (fromYaml .)) }}
+{{- if .clientSecretRef }}
+{{- $_ := set $live (toString .name) (default "copy" .clientSecretMode) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $all }}
 {{- if and $.Values.broker.enabled (or .clientSecretRef .clientKeyRef) (not .clientSecretMode) }}
-{{- $_ := set . "clientSecretMode" "broker" }}
+{{- $_ := set . "clientSecretMode" (get $live .name | default "broker") }}
 {{- end }}
 {{- if and (eq (default "" .clientSecretMode) "broker") (not $.Values.broker.enabled) }}
 {{- fail (printf "providers: %q has clientSecretMode broker, which needs broker.enabled" .name) }}
