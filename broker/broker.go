@@ -9,7 +9,10 @@
 // token with a TokenReview, checks that the provider serves the token's
 // namespace and that a code exchange's redirect_uri is one the controller
 // registered for that namespace, then forwards the request to the IdP with
-// the client's credentials and relays the IdP's answer unchanged.
+// the client's credentials and relays the IdP's answer unchanged. The
+// credentials are the client secret, or, for a provider with clientKeyRef,
+// a client assertion the broker signs with the provider's private key
+// (private_key_jwt, OIDC Core 9), so that no shared secret exists at all.
 //
 // It owns the broker's HTTP API, the caller checks and the client
 // authentication at the IdP. It does not own the providers file or the
@@ -62,8 +65,9 @@ type Deps struct {
 }
 
 // Server is a configured broker. Its state is built once by New; the
-// client secrets and the registry are read from the cache on every
-// request, so a rotated Secret or an updated registry applies at once.
+// client secrets, client keys and the registry are read from the cache on
+// every request, so a rotated Secret or an updated registry applies at
+// once.
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
@@ -71,6 +75,8 @@ type Server struct {
 	file *controllers.FileConfig
 	// idps holds the discovery state of each provider in broker mode.
 	idps map[string]*idp
+	// keys holds the parsed key of each provider with clientKeyRef.
+	keys map[string]*keySlot
 	// idpClient discovers; forwardClient sends token and revocation
 	// requests and never follows a redirect with the client's
 	// credentials.
@@ -126,6 +132,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		now:           deps.Now,
 		file:          file,
 		idps:          map[string]*idp{},
+		keys:          map[string]*keySlot{},
 		idpClient:     deps.HTTPClient,
 		forwardClient: &forwardClient,
 		cache:         c,
@@ -141,7 +148,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	for _, p := range file.Providers {
 		if p.Brokered() {
-			s.idps[p.Name] = &idp{issuer: p.IssuerURL}
+			s.idps[p.Name] = &idp{issuer: p.IssuerURL, keyAuth: p.ClientKeyRef != nil}
+		}
+		if p.Brokered() && p.ClientKeyRef != nil {
+			s.keys[p.Name] = &keySlot{}
 		}
 	}
 	return s, nil
@@ -162,16 +172,21 @@ func clientConfig(cfg *rest.Config, c Config) *rest.Config {
 }
 
 // cacheOptions watch only the broker's namespace: the registry ConfigMap
-// alone, and Secrets with the data of the providers' client secrets kept
-// and every other Secret's data dropped, so the broker's memory holds no
-// credential it does not use.
+// alone, and Secrets with the data of the providers' client secrets and
+// client keys kept and every other Secret's data dropped, so the broker's
+// memory holds no credential it does not use.
 func cacheOptions(cfg Config, file *controllers.FileConfig) cache.Options {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	used := map[string]bool{}
 	for _, p := range file.Providers {
-		if p.Brokered() && p.ClientSecretRef != nil {
-			used[p.ClientSecretRef.Name] = true
+		if !p.Brokered() {
+			continue
+		}
+		for _, ref := range []*controllers.SecretKeyRef{p.ClientSecretRef, p.ClientKeyRef} {
+			if ref != nil {
+				used[ref.Name] = true
+			}
 		}
 	}
 	return cache.Options{
@@ -414,21 +429,21 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, o *outcome) error
 	if err != nil {
 		return err
 	}
-	target, style := ep.token, ep.tokenAuth
+	target := ep.token
 	if c.op == OpRevoke {
-		if ep.revocation == "" {
+		if ep.revocation.url == "" {
 			// RFC 7009 2.2.1: the IdP supports revoking no token type.
 			// Answering 200 would tell the sidecar a token is dead that is
 			// not.
 			return &refusal{status: http.StatusNotFound, code: "unsupported_token_type", description: "the identity provider has no revocation endpoint"}
 		}
-		target, style = ep.revocation, ep.revocationAuth
+		target = ep.revocation
 	}
-	secret, err := s.clientSecret(ctx, p)
+	auth, err := s.clientAuth(ctx, p, target, ep.token.url)
 	if err != nil {
 		return err
 	}
-	ans, err := s.forward(ctx, target, style, c, p.ClientID, secret)
+	ans, err := s.forward(ctx, target.url, c, auth)
 	if err != nil {
 		return err
 	}
@@ -479,6 +494,33 @@ func (s *Server) registry(ctx context.Context) (map[string]string, error) {
 		return nil, unavailable("the broker registry cannot be read", err)
 	}
 	return cm.Data, nil
+}
+
+// clientAuth makes provider p's client authentication for a request to
+// endpoint at: a client assertion signed with its key when it has
+// clientKeyRef (never a secret then), else its client secret. A key the
+// IdP's discovery says it cannot take is a 503 like any other unusable
+// credential: the sidecar did nothing wrong, and the operator must act.
+func (s *Server) clientAuth(ctx context.Context, p *controllers.Provider, at endpoint, tokenEndpoint string) (clientAuth, error) {
+	if p.ClientKeyRef == nil {
+		secret, err := s.clientSecret(ctx, p)
+		if err != nil {
+			return clientAuth{}, err
+		}
+		return clientAuth{style: at.secretAuth, clientID: p.ClientID, secret: secret}, nil
+	}
+	key, err := s.clientKey(ctx, p)
+	if err != nil {
+		return clientAuth{}, err
+	}
+	if err := acceptsKey(at, key.alg); err != nil {
+		return clientAuth{}, unavailable("the identity provider cannot accept the client key", err)
+	}
+	assertion, err := key.assertion(p.ClientID, tokenEndpoint, s.now())
+	if err != nil {
+		return clientAuth{}, fmt.Errorf("sign the client assertion: %w", err)
+	}
+	return clientAuth{style: authPrivateKeyJWT, clientID: p.ClientID, assertion: assertion}, nil
 }
 
 // clientSecret reads provider p's client secret from its Secret in the

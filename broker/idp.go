@@ -39,13 +39,21 @@ const (
 	// authPost is client_secret_post: client_id and client_secret in the
 	// form (RFC 6749 2.3.1).
 	authPost
+	// authPrivateKeyJWT is private_key_jwt: client_id and a client
+	// assertion signed with the client's key in the form (OIDC Core 9,
+	// RFC 7523 2.2).
+	authPrivateKeyJWT
 )
 
 func (a authStyle) String() string {
-	if a == authPost {
+	switch a {
+	case authPost:
 		return "client_secret_post"
+	case authPrivateKeyJWT:
+		return methodPrivateKeyJWT
+	default:
+		return "client_secret_basic"
 	}
-	return "client_secret_basic"
 }
 
 // authStyleFor picks the client authentication for an endpoint from the
@@ -60,10 +68,22 @@ func authStyleFor(methods []string) authStyle {
 	return authBasic
 }
 
+// endpoint is one of an IdP's endpoints and the client authentication it
+// takes.
+type endpoint struct {
+	url string
+	// secretAuth is how it takes a client secret.
+	secretAuth authStyle
+	// methods and signingAlgs are its *_auth_methods_supported and
+	// *_auth_signing_alg_values_supported, nil when discovery lists none.
+	methods, signingAlgs []string
+}
+
 // endpoints is what the broker learnt from a provider's discovery.
 type endpoints struct {
-	token, revocation         string
-	tokenAuth, revocationAuth authStyle
+	token endpoint
+	// revocation's url is empty when the IdP has no revocation endpoint.
+	revocation endpoint
 }
 
 // idp is one provider's discovery: done lazily on the first request,
@@ -71,6 +91,8 @@ type endpoints struct {
 // with backoff.
 type idp struct {
 	issuer string
+	// keyAuth is set when the provider authenticates with a private key.
+	keyAuth bool
 
 	// mu guards the fields below and is held during discovery, so
 	// concurrent requests wait for one discovery instead of each making
@@ -103,7 +125,11 @@ func (s *Server) endpoints(ctx context.Context, d *idp) (*endpoints, error) {
 		return nil, unavailable("the identity provider cannot be reached", err)
 	}
 	d.found, d.delay = ep, 0
-	s.log.InfoContext(ctx, "Identity provider discovered", "issuer", d.issuer, "tokenAuth", ep.tokenAuth.String(), "revocation", ep.revocation != "")
+	auth := ep.token.secretAuth
+	if d.keyAuth {
+		auth = authPrivateKeyJWT
+	}
+	s.log.InfoContext(ctx, "Identity provider discovered", "issuer", d.issuer, "tokenAuth", auth.String(), "revocation", ep.revocation.url != "")
 	return ep, nil
 }
 
@@ -116,31 +142,37 @@ func discover(ctx context.Context, issuer string) (*endpoints, error) {
 	var extra struct {
 		Revocation            string   `json:"revocation_endpoint"`
 		TokenAuthMethods      []string `json:"token_endpoint_auth_methods_supported"`
+		TokenSigningAlgs      []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 		RevocationAuthMethods []string `json:"revocation_endpoint_auth_methods_supported"`
+		RevocationSigningAlgs []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 	}
 	if err := op.Claims(&extra); err != nil {
 		return nil, fmt.Errorf("read discovery document: %w", err)
 	}
-	ep := &endpoints{
-		token:     op.Endpoint().TokenURL,
-		tokenAuth: authStyleFor(extra.TokenAuthMethods),
-	}
-	if err := checkEndpoint(issuer, ep.token); err != nil {
+	ep := &endpoints{token: endpoint{
+		url:         op.Endpoint().TokenURL,
+		secretAuth:  authStyleFor(extra.TokenAuthMethods),
+		methods:     extra.TokenAuthMethods,
+		signingAlgs: extra.TokenSigningAlgs,
+	}}
+	if err := checkEndpoint(issuer, ep.token.url); err != nil {
 		return nil, fmt.Errorf("token_endpoint: %w", err)
 	}
 	if extra.Revocation != "" {
 		if err := checkEndpoint(issuer, extra.Revocation); err != nil {
 			return nil, fmt.Errorf("revocation_endpoint: %w", err)
 		}
-		ep.revocation = extra.Revocation
 		// RFC 8414 2: without its own list, the revocation endpoint takes
 		// client_secret_basic; IdPs that list only the token endpoint's
-		// methods mean them for both.
-		methods := extra.RevocationAuthMethods
+		// methods (and algorithms) mean them for both.
+		methods, algs := extra.RevocationAuthMethods, extra.RevocationSigningAlgs
 		if len(methods) == 0 {
 			methods = extra.TokenAuthMethods
 		}
-		ep.revocationAuth = authStyleFor(methods)
+		if len(algs) == 0 {
+			algs = extra.TokenSigningAlgs
+		}
+		ep.revocation = endpoint{url: extra.Revocation, secretAuth: authStyleFor(methods), methods: methods, signingAlgs: algs}
 	}
 	return ep, nil
 }
@@ -166,27 +198,43 @@ type answer struct {
 	body        []byte
 }
 
-// forward sends c to endpoint with the client's credentials and returns
-// the IdP's answer, whatever its status. Only an IdP that cannot be
-// reached, or answers too much, is an error.
-func (s *Server) forward(ctx context.Context, endpoint string, style authStyle, c call, clientID, secret string) (answer, error) {
+// clientAuth is the client authentication of one request to the IdP:
+// the client id with a secret or with a client assertion, as style says.
+type clientAuth struct {
+	style     authStyle
+	clientID  string
+	secret    string
+	assertion string
+}
+
+// forward sends c to the IdP's endpoint at URL target with the client's
+// credentials and returns the IdP's answer, whatever its status. Only an
+// IdP that cannot be reached, or answers too much, is an error.
+func (s *Server) forward(ctx context.Context, target string, c call, a clientAuth) (answer, error) {
 	form := url.Values(maps.Clone(c.form))
-	if style == authPost {
-		form.Set("client_id", clientID)
-		form.Set("client_secret", secret)
+	switch a.style {
+	case authPost:
+		form.Set("client_id", a.clientID)
+		form.Set("client_secret", a.secret)
+	case authPrivateKeyJWT:
+		// RFC 7523 2.2; client_id too, which OIDC Core 9 leaves optional
+		// and some IdPs require.
+		form.Set("client_id", a.clientID)
+		form.Set("client_assertion_type", assertionType)
+		form.Set("client_assertion", a.assertion)
 	}
 	ctx, cancel := context.WithTimeout(ctx, idpTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(form.Encode()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, strings.NewReader(form.Encode()))
 	if err != nil {
 		return answer{}, unavailable("the identity provider's endpoint is not valid", err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if style == authBasic {
+	if a.style == authBasic {
 		// RFC 6749 2.3.1: the client id and secret are form-encoded
 		// before they go into the Basic credentials.
-		req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret))
+		req.SetBasicAuth(url.QueryEscape(a.clientID), url.QueryEscape(a.secret))
 	}
 	resp, err := s.forwardClient.Do(req)
 	if err != nil {

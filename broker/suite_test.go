@@ -379,9 +379,18 @@ type brokerOptions struct {
 	// registry, when set, is the registry ConfigMap's data before the
 	// broker starts.
 	registry map[string]string
+	// clientKey, when set, is the PEM private key in Secret
+	// clientKeyName, key clientKeyKey, before the broker starts.
+	clientKey []byte
 }
 
 const clientSecretName = "idp-client"
+
+// The Secret and key of the client's private key (clientKeyRef).
+const (
+	clientKeyName = "idp-client-key"
+	clientKeyKey  = "tls.key"
+)
 
 // startBroker starts an IdP and a broker in a fresh namespace whose
 // client secret Secret holds the IdP's secret.
@@ -393,6 +402,9 @@ func startBroker(t *testing.T, opts brokerOptions) *world {
 	w.setClientSecret(w.idp.ClientSecret)
 	if opts.registry != nil {
 		w.setRegistry(opts.registry)
+	}
+	if opts.clientKey != nil {
+		w.setClientKey(opts.clientKey)
 	}
 	dir := t.TempDir()
 	file := filepath.Join(dir, "providers.yaml")
@@ -524,6 +536,18 @@ func (w *world) setClientSecret(secret string) {
 	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: clientSecretName, Namespace: w.ns}}
 	if _, err := controllerutil.CreateOrUpdate(w.t.Context(), admin, s, func() error {
 		s.Data = map[string][]byte{"client-secret": []byte(secret)}
+		return nil
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// setClientKey writes the private key Secret of w's broker.
+func (w *world) setClientKey(pemData []byte) {
+	w.t.Helper()
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: clientKeyName, Namespace: w.ns}}
+	if _, err := controllerutil.CreateOrUpdate(w.t.Context(), admin, s, func() error {
+		s.Data = map[string][]byte{clientKeyKey: pemData}
 		return nil
 	}); err != nil {
 		w.t.Fatal(err)
