@@ -370,8 +370,16 @@ webhook:
 	// A provider without clientSecretMode stays as the live release has
 	// it: in broker mode here, in copy mode after a release from before the
 	// broker (whose config file had no clientSecretMode), so that an
-	// upgrade replaces no Pod.
-	for _, tc := range []struct{ live, want string }{{"broker", "broker"}, {"", "copy"}} {
+	// upgrade replaces no Pod. One that moves to a private key goes to
+	// the broker whatever the live release has: only the broker signs.
+	keyed := writeFile(t, "keyed.yaml", fmt.Sprintf(`providers:
+  - name: corp
+    issuerURL: %s
+    clientID: gatehouse
+    clientKeyRef: {name: gatehouse-oidc-key, key: tls.key}
+    allowedNamespaces: ["*"]
+`, idp.URL))
+	for _, tc := range []struct{ live, values, want string }{{"broker", values, "broker"}, {"", values, "copy"}, {"", keyed, "broker"}} {
 		var cm corev1.ConfigMap
 		key := client.ObjectKey{Namespace: releaseNS, Name: release + "-config"}
 		if err := c.client.Get(ctx, key, &cm); err != nil {
@@ -383,7 +391,7 @@ webhook:
 				t.Fatal(err)
 			}
 		}
-		out, err := helm(t, append([]string{"upgrade", release, chartDir, "-f", values, "--dry-run=server"}, onCluster...)...)
+		out, err := helm(t, append([]string{"upgrade", release, chartDir, "-f", tc.values, "--dry-run=server"}, onCluster...)...)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -208,7 +208,8 @@ A provider without clientSecretMode is in broker mode when the broker runs,
 unless the live release has it with a client secret outside broker mode (an
 upgrade from a release before the broker, or one installed with copy):
 switching replaces the provider's Pods, so it happens only when values ask
-for it.
+for it. A provider with a private key (clientKeyRef) is always in broker
+mode: only the broker can sign with the key.
 */}}
 {{- $live := dict }}
 {{- $cm := lookup "v1" "ConfigMap" .Release.Namespace (include "gatehouse.configMapName" .) }}
@@ -220,7 +221,9 @@ for it.
 {{- end }}
 {{- end }}
 {{- range $all }}
-{{- if and $.Values.broker.enabled (or .clientSecretRef .clientKeyRef) (not .clientSecretMode) }}
+{{- if and $.Values.broker.enabled .clientKeyRef (not .clientSecretMode) }}
+{{- $_ := set . "clientSecretMode" "broker" }}
+{{- else if and $.Values.broker.enabled .clientSecretRef (not .clientSecretMode) }}
 {{- $_ := set . "clientSecretMode" (get $live .name | default "broker") }}
 {{- end }}
 {{- if and (eq (default "" .clientSecretMode) "broker") (not $.Values.broker.enabled) }}
