@@ -232,11 +232,13 @@ func TestRefusals(t *testing.T) {
 		{name: "refresh for a namespace the provider does not serve", provider: "main", endpoint: "token", bearer: tokB, form: url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"rt"}}, status: 403, errCode: "unauthorized_client"},
 		{name: "revoke for a namespace the provider does not serve", provider: "main", endpoint: "revoke", bearer: tokB, form: url.Values{"token": {"rt"}}, status: 403, errCode: "unauthorized_client"},
 
-		{name: "no bearer", provider: "main", endpoint: "token", form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_client", authentication: "Bearer"},
-		{name: "wrong audience", provider: "main", endpoint: "token", bearer: a.token(t, "another-audience"), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_client", authentication: `Bearer error="invalid_token"`},
-		{name: "expired", provider: "main", endpoint: "token", bearer: a.signedToken(t, audience, now.Add(-time.Hour)), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_client", authentication: `Bearer error="invalid_token"`},
-		{name: "not a Kubernetes token", provider: "main", endpoint: "token", bearer: "garbage", form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_client", authentication: `Bearer error="invalid_token"`},
-		{name: "a person's token", provider: "main", endpoint: "token", bearer: staticToken, form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_client", authentication: `Bearer error="invalid_token"`},
+		// RFC 6750 3.1: the broker refuses the bearer token, not the
+		// client; only a request with a token gets the error attribute.
+		{name: "no bearer", provider: "main", endpoint: "token", form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: "Bearer"},
+		{name: "wrong audience", provider: "main", endpoint: "token", bearer: a.token(t, "another-audience"), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "expired", provider: "main", endpoint: "token", bearer: a.signedToken(t, audience, now.Add(-time.Hour)), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "not a Kubernetes token", provider: "main", endpoint: "token", bearer: "garbage", form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "a person's token", provider: "main", endpoint: "token", bearer: staticToken, form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
 
 		{name: "client_credentials", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"client_credentials"}}, status: 400, errCode: "unsupported_grant_type"},
 		{name: "password grant", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"password"}, "username": {"u"}, "password": {"p"}}, status: 400, errCode: "unsupported_grant_type"},
@@ -305,8 +307,8 @@ func TestNotAServiceAccount(t *testing.T) {
 		t.Fatalf("control, a ServiceAccount's token: %d %s, want the IdP's invalid_grant", got.status, got.body)
 	}
 	got := w.post("main", "token", staticToken, refresh)
-	if got.status != http.StatusUnauthorized || got.json["error"] != "invalid_client" {
-		t.Errorf("a person's token: %d %s, want 401 invalid_client", got.status, got.body)
+	if got.status != http.StatusUnauthorized || got.json["error"] != "invalid_token" {
+		t.Errorf("a person's token: %d %s, want 401 invalid_token", got.status, got.body)
 	}
 	if n := testutil.ToFloat64(w.srv.metrics.reviews.WithLabelValues(reviewRefused)); n != 1 {
 		t.Errorf("token_reviews_total{refused} = %v, want 1", n)

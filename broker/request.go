@@ -35,9 +35,10 @@ const (
 const maxBody = 64 << 10
 
 // refusal is an answer the broker gives itself, never one the IdP gave: an
-// HTTP status, an OAuth error code (RFC 6749 5.2, RFC 7009 2.2.1) and a
-// description for the caller. The description is fixed text that never
-// echoes what the caller sent; cause, when set, is for the log alone.
+// HTTP status, an OAuth error code (RFC 6749 5.2, RFC 6750 3.1, RFC 7009
+// 2.2.1) and a description for the caller. The description is fixed text
+// that never echoes what the caller sent; cause, when set, is for the log
+// alone.
 type refusal struct {
 	status      int
 	code        string
@@ -62,8 +63,14 @@ func forbidden(description string) error {
 	return &refusal{status: http.StatusForbidden, code: "unauthorized_client", description: description}
 }
 
+// unauthenticated refuses the caller's bearer token: RFC 6750 3.1's
+// invalid_token, not RFC 6749 5.2's invalid_client. The sidecar takes
+// invalid_client for the IdP refusing the client itself and ends the
+// session at its refresh; the broker refusing the sidecar's own token (a
+// wrong audience, an API server that cannot vouch for it just now) says
+// nothing about the user's session, which must survive it.
 func unauthenticated(description string, cause error) error {
-	return &refusal{status: http.StatusUnauthorized, code: "invalid_client", description: description, cause: cause}
+	return &refusal{status: http.StatusUnauthorized, code: "invalid_token", description: description, cause: cause}
 }
 
 func unavailable(description string, cause error) error {

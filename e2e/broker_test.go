@@ -225,9 +225,9 @@ func refusals(t *testing.T, d *demo.Demo) {
 		errCode                string
 	}{
 		{"a token of another namespace", token(other, controllers.DefaultBrokerAudience), callback, http.StatusForbidden, "unauthorized_client"},
-		{"a token of another audience", token(demo.AppNamespace, "https://kubernetes.default.svc"), callback, http.StatusUnauthorized, "invalid_client"},
+		{"a token of another audience", token(demo.AppNamespace, "https://kubernetes.default.svc"), callback, http.StatusUnauthorized, "invalid_token"},
 		{"a callback on another namespace's host", token(demo.AppNamespace, controllers.DefaultBrokerAudience), "https://billing.example.com/_gatehouse/callback", http.StatusForbidden, "unauthorized_client"},
-		{"no token", "", callback, http.StatusUnauthorized, "invalid_client"},
+		{"no token", "", callback, http.StatusUnauthorized, "invalid_token"},
 	} {
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"a-code"}, "redirect_uri": {tc.redirect}, "code_verifier": {verifier}, "client_id": {"gatehouse-demo"}}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, d.BrokerURL+"/v1/providers/demo/token", strings.NewReader(form.Encode()))

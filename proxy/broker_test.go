@@ -216,7 +216,9 @@ func (b *testBroker) serve(w http.ResponseWriter, r *http.Request) {
 		b.t.Errorf("the sidecar sent the broker client credentials on %s", endpoint)
 		brokerError(w, http.StatusBadRequest, "invalid_request")
 	case bearer != token:
-		brokerError(w, http.StatusUnauthorized, "invalid_client")
+		// RFC 6750 3.1, as gatehouse broker answers.
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		brokerError(w, http.StatusUnauthorized, "invalid_token")
 	case answer != nil:
 		brokerError(w, answer.status, answer.code)
 	default:
@@ -658,8 +660,12 @@ func TestBrokerDown(t *testing.T) {
 }
 
 // TestBrokerRefusals: the broker's OAuth errors mean what the IdP's would
-// (RFC 6749 5.2): a refusal refuses the login and ends a session at its
-// refresh; temporarily_unavailable is an outage.
+// (RFC 6749 5.2): a refusal of the namespace refuses the login and ends a
+// session at its refresh; temporarily_unavailable is an outage. The
+// broker refusing the sidecar's own ServiceAccount token (RFC 6750 3.1
+// invalid_token: a wrong audience, an API server that cannot vouch for it
+// now) says nothing about the user: the login gets the error page, and a
+// session is kept and its refresh retried.
 func TestBrokerRefusals(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -669,7 +675,7 @@ func TestBrokerRefusals(t *testing.T) {
 		sessionKept bool
 	}{
 		{"namespace or redirect_uri not allowed", brokerAnswer{http.StatusForbidden, "unauthorized_client"}, http.StatusForbidden, false},
-		{"ServiceAccount token refused", brokerAnswer{http.StatusUnauthorized, "invalid_client"}, http.StatusForbidden, false},
+		{"ServiceAccount token refused", brokerAnswer{http.StatusUnauthorized, "invalid_token"}, http.StatusBadGateway, true},
 		{"IdP unreachable from the broker", brokerAnswer{http.StatusServiceUnavailable, "temporarily_unavailable"}, http.StatusServiceUnavailable, true},
 	}
 	for _, tc := range tests {
@@ -703,6 +709,22 @@ func TestBrokerRefusals(t *testing.T) {
 			}
 			if calls := r.broker.takeCalls(); len(calls) != 3 || calls[2].Form.Get("grant_type") != "refresh_token" {
 				t.Errorf("broker calls %+v, want login, login, refresh", calls)
+			}
+			if !tc.sessionKept {
+				return
+			}
+			// The refresh is retried after the wait, and succeeds once the
+			// broker answers again.
+			r.broker.setAnswer(nil)
+			r.clock.Advance(31 * time.Second)
+			if resp := b.do(http.MethodGet, h.url+"/x", false); resp.StatusCode != http.StatusOK {
+				t.Errorf("request after the retry wait: status %d, want 200", resp.StatusCode)
+			}
+			if calls := r.broker.takeCalls(); len(calls) != 1 || calls[0].Form.Get("grant_type") != "refresh_token" {
+				t.Errorf("broker calls %+v after the retry wait, want the session's refresh", calls)
+			}
+			if got := r.idp.TokenCalls("refresh_token"); got != 1 {
+				t.Errorf("IdP answered %d refreshes, want the retried one", got)
 			}
 		})
 	}

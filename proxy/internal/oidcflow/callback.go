@@ -275,7 +275,9 @@ func classifyTokenError(doing string, err error) error {
 			return fmt.Errorf("%s: %w: HTTP %d %s", doing, ErrIdPUnavailable, status, re.ErrorCode)
 		}
 		// 5xx, 429, a gateway's error page: the IdP failed, and trying
-		// again later may work.
+		// again later may work. So does the token broker's invalid_token
+		// (RFC 6750 3.1): it refuses the sidecar's ServiceAccount token,
+		// not the user's grant, so it must not end the session.
 		return fmt.Errorf("%s: %w: HTTP %d %s", doing, ErrIdPFailed, status, oauthErrorCode(re.ErrorCode))
 	}
 	// Network errors, timeouts and anything else that is not an answer.

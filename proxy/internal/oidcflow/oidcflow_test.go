@@ -293,6 +293,7 @@ func TestClassifyTokenError(t *testing.T) {
 		{"unauthorized_client", answer(http.StatusForbidden, "unauthorized_client"), ErrLoginRefused},
 		{"temporarily_unavailable", answer(http.StatusServiceUnavailable, "temporarily_unavailable"), ErrIdPUnavailable},
 		{"server_error", answer(http.StatusServiceUnavailable, "server_error"), ErrIdPFailed},
+		{"the broker refuses the sidecar's token", answer(http.StatusUnauthorized, "invalid_token"), ErrIdPFailed},
 		{"gateway page", answer(http.StatusBadGateway, ""), ErrIdPFailed},
 		{"network error", &url.Error{Op: "Post", URL: "https://broker.example/token", Err: errors.New("connection refused")}, ErrIdPUnavailable},
 	}
