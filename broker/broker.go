@@ -35,18 +35,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/kubernetes"
 	authenticationv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
-	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 )
@@ -65,9 +59,9 @@ type Deps struct {
 }
 
 // Server is a configured broker. Its state is built once by New; the
-// client secrets, client keys and the registry are read from the cache on
-// every request, so a rotated Secret or an updated registry applies at
-// once.
+// client secrets, client keys and the registry are read from the
+// informers on every request, so a rotated Secret or an updated registry
+// applies at once.
 type Server struct {
 	cfg  Config
 	log  *slog.Logger
@@ -81,7 +75,7 @@ type Server struct {
 	// requests and never follows a redirect with the client's
 	// credentials.
 	idpClient, forwardClient *http.Client
-	cache                    cache.Cache
+	objects                  *objects
 	auth                     *authenticator
 	certs                    *certwatcher.CertWatcher
 	metrics                  *metrics
@@ -116,9 +110,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, configError{fmt.Errorf("--tls-cert-dir: %w", err)}
 	}
 	restConfig := clientConfig(deps.RESTConfig, cfg)
-	c, err := cache.New(restConfig, cacheOptions(cfg, file))
+	cs, err := kubernetes.NewForConfig(restConfig)
 	if err != nil {
-		return nil, fmt.Errorf("make the cache: %w", err)
+		return nil, fmt.Errorf("make the API client: %w", err)
 	}
 	reviews, err := authenticationv1client.NewForConfig(restConfig)
 	if err != nil {
@@ -135,7 +129,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		keys:          map[string]*keySlot{},
 		idpClient:     deps.HTTPClient,
 		forwardClient: &forwardClient,
-		cache:         c,
+		objects:       newObjects(cs, cfg.Namespace, cfg.Registry, brokeredSecrets(file)),
 		certs:         certs,
 		metrics:       newMetrics(),
 	}
@@ -158,7 +152,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 }
 
 // clientConfig is cfg with the broker's request budget, one token bucket
-// shared by the cache and the TokenReview client.
+// shared by the informers and the TokenReview client.
 func clientConfig(cfg *rest.Config, c Config) *rest.Config {
 	out := rest.CopyConfig(cfg)
 	out.QPS, out.Burst = float32(c.KubeAPIQPS), c.KubeAPIBurst
@@ -169,48 +163,6 @@ func clientConfig(cfg *rest.Config, c Config) *rest.Config {
 		out.QPS = -1 // no client-side limit
 	}
 	return out
-}
-
-// cacheOptions watch only the broker's namespace: the registry ConfigMap
-// alone, and Secrets with the data of the providers' client secrets and
-// client keys kept and every other Secret's data dropped, so the broker's
-// memory holds no credential it does not use.
-func cacheOptions(cfg Config, file *controllers.FileConfig) cache.Options {
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	used := map[string]bool{}
-	for _, p := range file.Providers {
-		if !p.Brokered() {
-			continue
-		}
-		for _, ref := range []*controllers.SecretKeyRef{p.ClientSecretRef, p.ClientKeyRef} {
-			if ref != nil {
-				used[ref.Name] = true
-			}
-		}
-	}
-	return cache.Options{
-		Scheme:            scheme,
-		DefaultNamespaces: map[string]cache.Config{cfg.Namespace: {}},
-		DefaultTransform:  cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.ConfigMap{}: {
-				Field: fields.OneTermEqualSelector("metadata.name", cfg.Registry),
-				// The registry is read on every code exchange and never
-				// modified: no copy each time.
-				UnsafeDisableDeepCopy: ptr.To(true),
-			},
-			&corev1.Secret{}: {Transform: func(obj any) (any, error) {
-				if s, ok := obj.(*corev1.Secret); ok {
-					s.ManagedFields = nil
-					if !used[s.Name] {
-						s.Data, s.StringData = nil, nil
-					}
-				}
-				return obj, nil
-			}},
-		},
-	}
 }
 
 // Handler returns the handler of the broker's API.
@@ -249,20 +201,10 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn, healthLn net.Listener
 			s.log.Error("Watching the TLS certificate failed; it is no longer reloaded", "dir", s.cfg.TLSCertDir, "error", err)
 		}
 	}()
-	// Both informers exist before the cache starts, so that readiness
-	// waits for both.
-	for _, obj := range []client.Object{&corev1.ConfigMap{}, &corev1.Secret{}} {
-		if _, err := s.cache.GetInformer(bg, obj); err != nil {
-			for _, l := range []net.Listener{ln, metricsLn, healthLn} {
-				_ = l.Close()
-			}
-			return fmt.Errorf("watch %T: %w", obj, err)
-		}
-	}
-	go func() {
-		if err := s.cache.Start(bg); err != nil {
-			s.log.Error("Cache stopped", "error", err)
-		}
+	s.objects.start(bg)
+	defer func() {
+		stopBackground() // ends the informers, which shutdown waits for
+		s.objects.shutdown()
 	}()
 	if len(s.idps) == 0 {
 		s.log.Warn("No provider has clientSecretMode broker; every request will be refused", "config", s.cfg.ConfigFile)
@@ -291,7 +233,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn, healthLn net.Listener
 	go func() { errc <- admin[0].Serve(metricsLn) }()
 	go func() { errc <- admin[1].Serve(healthLn) }()
 	go func() {
-		if s.cache.WaitForCacheSync(bg) {
+		if s.objects.waitForSync(bg) {
 			s.ready.Store(true)
 			s.log.Info("Broker ready")
 		}
@@ -324,7 +266,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn, healthLn net.Listener
 }
 
 // healthHandler serves /healthz (the process answers) and /readyz (the
-// caches have synced and the API listens). Neither depends on an IdP: a
+// informers have synced and the API listens). Neither depends on an IdP: a
 // broker that cannot reach one still refuses and reports correctly.
 func (s *Server) healthHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -418,7 +360,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, o *outcome) error
 	o.op = c.op
 	var registry map[string]string
 	if c.op == OpExchange {
-		if registry, err = s.registry(ctx); err != nil {
+		if registry, err = s.registry(); err != nil {
 			return err
 		}
 	}
@@ -439,7 +381,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, o *outcome) error
 		}
 		target = ep.revocation
 	}
-	auth, err := s.clientAuth(ctx, p, target, ep.token.url)
+	auth, err := s.clientAuth(p, target, ep.token.url)
 	if err != nil {
 		return err
 	}
@@ -484,9 +426,8 @@ func (s *Server) writeError(w http.ResponseWriter, err error) int {
 
 // registry returns the registry ConfigMap's data; nil when it does not
 // exist (no namespace is registered).
-func (s *Server) registry(ctx context.Context) (map[string]string, error) {
-	var cm corev1.ConfigMap
-	err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: s.cfg.Registry}, &cm)
+func (s *Server) registry() (map[string]string, error) {
+	cm, err := s.objects.registryMap()
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -501,15 +442,15 @@ func (s *Server) registry(ctx context.Context) (map[string]string, error) {
 // clientKeyRef (never a secret then), else its client secret. A key the
 // IdP's discovery says it cannot take is a 503 like any other unusable
 // credential: the sidecar did nothing wrong, and the operator must act.
-func (s *Server) clientAuth(ctx context.Context, p *controllers.Provider, at endpoint, tokenEndpoint string) (clientAuth, error) {
+func (s *Server) clientAuth(p *controllers.Provider, at endpoint, tokenEndpoint string) (clientAuth, error) {
 	if p.ClientKeyRef == nil {
-		secret, err := s.clientSecret(ctx, p)
+		secret, err := s.clientSecret(p)
 		if err != nil {
 			return clientAuth{}, err
 		}
 		return clientAuth{style: at.secretAuth, clientID: p.ClientID, secret: secret}, nil
 	}
-	key, err := s.clientKey(ctx, p)
+	key, err := s.clientKey(p)
 	if err != nil {
 		return clientAuth{}, err
 	}
@@ -525,10 +466,10 @@ func (s *Server) clientAuth(ctx context.Context, p *controllers.Provider, at end
 
 // clientSecret reads provider p's client secret from its Secret in the
 // broker's namespace.
-func (s *Server) clientSecret(ctx context.Context, p *controllers.Provider) (string, error) {
+func (s *Server) clientSecret(p *controllers.Provider) (string, error) {
 	ref := p.ClientSecretRef
-	var sec corev1.Secret
-	if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: ref.Name}, &sec); err != nil {
+	sec, err := s.objects.secret(ref.Name)
+	if err != nil {
 		return "", unavailable("the client secret cannot be read", fmt.Errorf("secret %s/%s: %w", s.cfg.Namespace, ref.Name, err))
 	}
 	v := sec.Data[ref.Key]

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,8 +17,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 )
@@ -189,10 +186,10 @@ type keySlot struct {
 // namespace, parsed again whenever the Secret changed, so that a rotated
 // key signs the next request. A missing or unusable key is a 503 whose
 // cause names the Secret and its key.
-func (s *Server) clientKey(ctx context.Context, p *controllers.Provider) (*clientKey, error) {
+func (s *Server) clientKey(p *controllers.Provider) (*clientKey, error) {
 	ref := p.ClientKeyRef
-	var sec corev1.Secret
-	if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.cfg.Namespace, Name: ref.Name}, &sec); err != nil {
+	sec, err := s.objects.secret(ref.Name)
+	if err != nil {
 		return nil, unavailable("the client key cannot be read", fmt.Errorf("secret %s/%s: %w", s.cfg.Namespace, ref.Name, err))
 	}
 	slot := s.keys[p.Name]

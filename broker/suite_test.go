@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/gatehouse-dev/gatehouse/controllers"
 	"github.com/gatehouse-dev/gatehouse/internal/controlplane"
 	"github.com/gatehouse-dev/gatehouse/proxy/idptest"
 )
@@ -162,8 +164,9 @@ func setUp(env *envtest.Environment, cfg *rest.Config) error {
 }
 
 // clusterRBAC and namespaceRBAC are all the broker may do, the same
-// permissions the chart grants its ServiceAccount: review tokens, and read
-// ConfigMaps and Secrets in its own namespace.
+// permissions the chart grants its ServiceAccount: review tokens, and list
+// and watch, by name, the Secrets its providers name and the registry
+// ConfigMap in its own namespace.
 func clusterRBAC() []client.Object {
 	subject := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: brokerSAName, Namespace: brokerSANamespace}}
 	return []client.Object{
@@ -179,13 +182,37 @@ func clusterRBAC() []client.Object {
 	}
 }
 
-func namespaceRBAC(ns string) []client.Object {
+// namespaceRBAC is the chart's Role for the providers file at path: the
+// Secrets of clientSecretRef and clientKeyRef of the providers in broker
+// mode, and the registry, each named in resourceNames; a list or watch
+// with a metadata.name field selector is authorized as one of the named
+// object.
+func namespaceRBAC(t *testing.T, ns, path string) []client.Object {
+	t.Helper()
+	file, err := controllers.LoadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secrets []string
+	for _, p := range file.Providers {
+		if p.ClientSecretMode != controllers.ClientSecretModeBroker {
+			continue
+		}
+		for _, ref := range []*controllers.SecretKeyRef{p.ClientSecretRef, p.ClientKeyRef} {
+			if ref != nil && !slices.Contains(secrets, ref.Name) {
+				secrets = append(secrets, ref.Name)
+			}
+		}
+	}
+	read := []string{"list", "watch"}
+	rules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{DefaultConfig().Registry}, Verbs: read}}
+	if len(secrets) > 0 {
+		rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: secrets, Verbs: read})
+	}
 	return []client.Object{
 		&rbacv1.Role{
 			ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-broker", Namespace: ns},
-			Rules: []rbacv1.PolicyRule{{
-				APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"get", "list", "watch"},
-			}},
+			Rules:      rules,
 		},
 		&rbacv1.RoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: "gatehouse-broker", Namespace: ns},
@@ -398,18 +425,18 @@ func startBroker(t *testing.T, opts brokerOptions) *world {
 	t.Helper()
 	w := &world{t: t, idp: idptest.New(t), rec: newRecorder(t), clock: &fakeClock{t: time.Now()}, log: &syncBuffer{}}
 	w.ns = newNamespace(t, "broker")
-	create(t, namespaceRBAC(w.ns)...)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "providers.yaml")
+	if err := os.WriteFile(file, []byte(strings.ReplaceAll(opts.providers, "ISSUER", w.idp.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	create(t, namespaceRBAC(t, w.ns, file)...)
 	w.setClientSecret(w.idp.ClientSecret)
 	if opts.registry != nil {
 		w.setRegistry(opts.registry)
 	}
 	if opts.clientKey != nil {
 		w.setClientKey(opts.clientKey)
-	}
-	dir := t.TempDir()
-	file := filepath.Join(dir, "providers.yaml")
-	if err := os.WriteFile(file, []byte(strings.ReplaceAll(opts.providers, "ISSUER", w.idp.URL)), 0o600); err != nil {
-		t.Fatal(err)
 	}
 	w.certDir = filepath.Join(dir, "tls")
 	pool := writeServingCert(t, w.certDir)

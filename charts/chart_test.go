@@ -1138,16 +1138,42 @@ func checkBroker(t *testing.T, r rendered, flags map[string]string, file *contro
 			t.Errorf("broker ServiceMonitor selects %+v with %v, want the broker Service's metrics port (%v)", sel, endpoints, err)
 		}
 	}
-	// Its RBAC: TokenReviews, and reads in the release namespace only.
+	// Its RBAC: TokenReviews, and in the release namespace, by name, the
+	// Secrets that providers in broker mode name and the registry: list
+	// and watch, which the broker makes with a metadata.name field
+	// selector. A rule without resourceNames would cover every Secret of
+	// the namespace (the webhook's CA key, Helm's release Secrets).
 	if crs := r.all("ClusterRole"); len(crs) == 1 {
 		g := grants(as[rbacv1.ClusterRole](t, crs[0]).Rules)
 		if _, ok := g[grant{"authentication.k8s.io", "tokenreviews", "create"}]; !ok || len(g) != 1 {
 			t.Errorf("broker ClusterRole grants %v, want only creating TokenReviews", g)
 		}
-		for g := range grants(as[rbacv1.Role](t, r.get(t, "Role", "")).Rules) {
-			if (g.resource != "secrets" && g.resource != "configmaps") || !slices.Contains([]string{"get", "list", "watch"}, g.verb) {
-				t.Errorf("broker Role grants %v", g)
+		var secrets []string
+		if file != nil {
+			for _, p := range file.Providers {
+				for _, ref := range []*controllers.SecretKeyRef{p.ClientSecretRef, p.ClientKeyRef} {
+					if p.Brokered() && ref != nil && !slices.Contains(secrets, ref.Name) {
+						secrets = append(secrets, ref.Name)
+					}
+				}
 			}
+		}
+		want := map[grant][]string{}
+		for _, verb := range []string{"list", "watch"} {
+			want[grant{"", "configmaps", verb}] = []string{bflags["registry"]}
+			if len(secrets) > 0 {
+				want[grant{"", "secrets", verb}] = slices.Sorted(slices.Values(secrets))
+			}
+		}
+		got := grants(as[rbacv1.Role](t, r.get(t, "Role", "")).Rules)
+		for g, names := range got {
+			if len(names) == 0 {
+				t.Errorf("broker Role grants %v on every object, want resourceNames", g)
+			}
+			slices.Sort(names)
+		}
+		if diff := cmp.Diff(want, got, cmp.AllowUnexported(grant{})); diff != "" {
+			t.Errorf("broker Role (-want +got):\n%s", diff)
 		}
 	}
 }

@@ -252,6 +252,26 @@ mode: only the broker can sign with the key.
 {{- end }}
 
 {{/*
+The Secrets the broker reads, as a sorted JSON list of names: those that
+providers in broker mode name in clientSecretRef or clientKeyRef. The
+broker's Role grants these by name and no other Secret.
+*/}}
+{{- define "gatehouse.brokerSecretNames" -}}
+{{- $names := list }}
+{{- range (include "gatehouse.providers" . | fromJsonArray) }}
+{{- if eq (default "" .clientSecretMode) "broker" }}
+{{- with .clientSecretRef }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- with .clientKeyRef }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $names | uniq | sortAlpha | toJson }}
+{{- end }}
+
+{{/*
 The controller's --config file (controllers.FileConfig): the providers and
 the defaults every annotated Ingress starts from. defaults.provider falls
 back to the first provider, so `gatehouse.dev/enabled: "true"` alone works.
