@@ -38,13 +38,23 @@ const serviceAccountPrefix = "system:serviceaccount:"
 
 // Review results, the label "result" of gatehouse_broker_token_reviews_total.
 const (
-	reviewCached        = "cached"
+	// reviewCached: a recent successful review reused.
+	reviewCached = "cached"
+	// reviewAuthenticated: a TokenReview accepted the token.
 	reviewAuthenticated = "authenticated"
-	reviewRefused       = "refused"
-	reviewError         = "error"
+	// reviewRefused: a TokenReview refused the token, or a refusal of the
+	// last refusalCacheAge was reused.
+	reviewRefused = "refused"
+	// reviewMalformed: refused before any TokenReview, as no
+	// ServiceAccount token for the broker (prefilter).
+	reviewMalformed = "malformed"
+	// reviewThrottled: maxReviewsInFlight TokenReviews were running.
+	reviewThrottled = "throttled"
+	// reviewError: the TokenReview could not be made.
+	reviewError = "error"
 )
 
-// Cache bounds.
+// Cache and review bounds.
 const (
 	// maxCacheAge is how long a reviewed token is trusted without asking
 	// the API server again, whatever its exp: a deleted ServiceAccount or
@@ -53,6 +63,19 @@ const (
 	// maxCacheEntries bounds the cache's memory: a sidecar's token lives
 	// 10 minutes, so this is thousands of Pods' worth.
 	maxCacheEntries = 10_000
+	// refusalCacheAge is how long a refused token is refused without
+	// asking the API server again: a caller repeating a bad token costs
+	// one TokenReview a minute, not one per request.
+	refusalCacheAge = time.Minute
+	// maxRefusalEntries bounds the refusals remembered. They have a cache
+	// of their own, so that a flood of bad tokens cannot evict the
+	// sidecars' good ones.
+	maxRefusalEntries = 10_000
+	// maxReviewsInFlight bounds the TokenReviews running at once. A
+	// request that would need one more is answered 503 at once rather
+	// than queued: a queue would let a flood of distinct tokens delay the
+	// sidecars' reviews until they time out.
+	maxReviewsInFlight = 32
 )
 
 // reviewTimeout bounds one TokenReview.
@@ -65,16 +88,33 @@ type tokenReviewer interface {
 }
 
 // authenticator turns a bearer token into a caller with a TokenReview,
-// remembering the answer for as long as the token is valid.
+// remembering the answer for as long as the token is valid, and a refusal
+// for refusalCacheAge.
 type authenticator struct {
 	reviews  tokenReviewer
 	audience string
 	now      func() time.Time
-	cache    *reviewCache
+	// accepted and refused are the reviews' answers by the token's
+	// SHA-256.
+	accepted, refused *reviewCache
 	// group joins concurrent reviews of one token, as a sidecar's first
 	// requests after a restart arrive together.
-	group    singleflight.Group
+	group singleflight.Group
+	// inFlight holds a slot per running TokenReview.
+	inFlight chan struct{}
 	observed func(result string)
+}
+
+func newAuthenticator(reviews tokenReviewer, audience string, now func() time.Time, observed func(result string)) *authenticator {
+	return &authenticator{
+		reviews:  reviews,
+		audience: audience,
+		now:      now,
+		accepted: newReviewCache(maxCacheEntries),
+		refused:  newReviewCache(maxRefusalEntries),
+		inFlight: make(chan struct{}, maxReviewsInFlight),
+		observed: observed,
+	}
 }
 
 // bearerToken returns the token of an "Authorization: Bearer" header (RFC
@@ -88,26 +128,49 @@ func bearerToken(r *http.Request) (string, bool) {
 	return token, token != ""
 }
 
+// errThrottled answers a request whose token needs a TokenReview while
+// maxReviewsInFlight are running.
+var errThrottled = unavailable("the broker is reviewing too many tokens; try again", nil)
+
 // authenticate returns the ServiceAccount token's caller. Only tokens the
 // API server authenticated for the broker's audience, of ServiceAccounts,
 // pass; refusals wrap a 401 refusal, and an API server that cannot be
-// asked a 503 one.
+// asked, or too many reviews at once, a 503 one.
 func (a *authenticator) authenticate(ctx context.Context, token string) (caller, error) {
 	key := sha256.Sum256([]byte(token))
-	if c, ok := a.cache.get(key, a.now()); ok {
-		a.observed(reviewCached)
-		return c, nil
+	now := a.now()
+	if c, err, ok := a.cached(key, now); ok {
+		return c, err
+	}
+	claims, err := a.prefilter(token, now)
+	if err != nil {
+		a.observed(reviewMalformed)
+		return caller{}, err
 	}
 	v, err, _ := a.group.Do(string(key[:]), func() (any, error) {
-		c, exp, err := a.review(ctx, token)
+		// A review of this token that ended since the lookup above has
+		// cached its answer: no second review.
+		if c, err, ok := a.cached(key, a.now()); ok {
+			return c, err
+		}
+		select {
+		case a.inFlight <- struct{}{}:
+			defer func() { <-a.inFlight }()
+		default:
+			a.observed(reviewThrottled)
+			return caller{}, errThrottled
+		}
+		c, err := a.review(ctx, token)
+		now := a.now()
 		switch {
 		case err == nil:
 			a.observed(reviewAuthenticated)
-			a.cache.put(key, c, exp, a.now())
+			a.accepted.put(key, cacheEntry{caller: c}, cacheUntil(claims.Expiry.Time(), now), now)
 		case isRefusal(err, http.StatusServiceUnavailable):
 			a.observed(reviewError)
 		default:
 			a.observed(reviewRefused)
+			a.refused.put(key, cacheEntry{err: err}, now.Add(refusalCacheAge), now)
 		}
 		return c, err
 	})
@@ -117,14 +180,69 @@ func (a *authenticator) authenticate(ctx context.Context, token string) (caller,
 	return v.(caller), nil
 }
 
+// cached returns the remembered answer for the token whose hash is key,
+// and whether there is one.
+func (a *authenticator) cached(key [sha256.Size]byte, now time.Time) (caller, error, bool) {
+	if e, ok := a.accepted.get(key, now); ok {
+		a.observed(reviewCached)
+		return e.caller, nil, true
+	}
+	if e, ok := a.refused.get(key, now); ok {
+		a.observed(reviewRefused)
+		return caller{}, e.err, true
+	}
+	return caller{}, nil, false
+}
+
 func isRefusal(err error, status int) bool {
 	r, ok := errors.AsType[*refusal](err)
 	return ok && r.status == status
 }
 
-// review asks the API server about token. It returns the caller and the
-// time until which the answer may be reused (zero: not at all).
-func (a *authenticator) review(ctx context.Context, token string) (caller, time.Time, error) {
+// tokenAlgorithms are the JWS algorithms of ServiceAccount tokens: the API
+// server signs with RS256 or ES256, ES384 or ES512 by its key's type, and
+// an external signer may use PS256.
+var tokenAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.ES256, jose.ES384, jose.ES512, jose.PS256}
+
+// errNotForBroker refuses a token the prefilter rules out.
+func errNotForBroker(cause string) error {
+	return unauthenticated("the token is not a ServiceAccount token for the broker", errors.New(cause))
+}
+
+// prefilter refuses, without asking the API server, a token that cannot
+// be a ServiceAccount token for the broker at now: one that is not a JWS
+// in compact serialization (RFC 7515 7.1) signed with one of
+// tokenAlgorithms, or whose claims lack an iss, list no aud that is the
+// broker's audience, or lack an exp after now (RFC 7519 4.1.1, 4.1.3,
+// 4.1.4). It reads the claims without checking the signature: anyone can
+// write a token that passes, so passing proves nothing, and only the
+// TokenReview decides whether a token is trusted. The refusals' causes
+// are fixed text, never what the token holds.
+func (a *authenticator) prefilter(token string, now time.Time) (jwt.Claims, error) {
+	tok, err := jwt.ParseSigned(token, tokenAlgorithms)
+	if err != nil {
+		return jwt.Claims{}, errNotForBroker("not a JWS in compact form with an algorithm Kubernetes signs with")
+	}
+	var claims jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return jwt.Claims{}, errNotForBroker("its claims do not parse")
+	}
+	switch {
+	case claims.Issuer == "":
+		return jwt.Claims{}, errNotForBroker("no iss")
+	case !claims.Audience.Contains(a.audience):
+		return jwt.Claims{}, errNotForBroker("aud lacks the broker's audience")
+	case claims.Expiry == nil:
+		return jwt.Claims{}, errNotForBroker("no exp")
+	case !now.Before(claims.Expiry.Time()):
+		return jwt.Claims{}, errNotForBroker("expired")
+	}
+	return claims, nil
+}
+
+// review asks the API server about token and checks what the TokenReview
+// says of it.
+func (a *authenticator) review(ctx context.Context, token string) (caller, error) {
 	// Callers waiting on this review share it: one leaving early must not
 	// fail it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
@@ -133,7 +251,7 @@ func (a *authenticator) review(ctx context.Context, token string) (caller, time.
 		Spec: authenticationv1.TokenReviewSpec{Token: token, Audiences: []string{a.audience}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return caller{}, time.Time{}, unavailable("the API server could not review the token", err)
+		return caller{}, unavailable("the API server could not review the token", err)
 	}
 	st := tr.Status
 	if !st.Authenticated {
@@ -141,22 +259,22 @@ func (a *authenticator) review(ctx context.Context, token string) (caller, time.
 		if st.Error != "" {
 			cause = errors.New(st.Error)
 		}
-		return caller{}, time.Time{}, unauthenticated("the token is not valid", cause)
+		return caller{}, unauthenticated("the token is not valid", cause)
 	}
 	// The TokenReview API: a client that sets spec.audiences must check
 	// that status.audiences holds one of them, or an authenticator that
 	// ignores audiences would admit a token made for someone else.
 	if !slices.Contains(st.Audiences, a.audience) {
-		return caller{}, time.Time{}, unauthenticated("the token is not for the broker's audience", nil)
+		return caller{}, unauthenticated("the token is not for the broker's audience", nil)
 	}
 	c, err := serviceAccount(st.User.Username)
 	if err != nil {
-		return caller{}, time.Time{}, unauthenticated("the token is not a ServiceAccount's", err)
+		return caller{}, unauthenticated("the token is not a ServiceAccount's", err)
 	}
 	if pods := st.User.Extra[podNameExtra]; len(pods) == 1 {
 		c.Pod = pods[0]
 	}
-	return c, tokenExpiry(token), nil
+	return c, nil
 }
 
 // serviceAccount reads a ServiceAccount user name,
@@ -173,35 +291,10 @@ func serviceAccount(username string) (caller, error) {
 	return caller{Namespace: ns, ServiceAccount: name}, nil
 }
 
-// tokenAlgorithms are the signature algorithms a ServiceAccount token may
-// carry; the API server has already verified the signature, so the list
-// only lets go-jose parse the token.
-var tokenAlgorithms = []jose.SignatureAlgorithm{
-	jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
-	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
-}
-
-// tokenExpiry returns a token's exp, or the zero time when it has none
-// that can be read. It reads the claims without checking the signature,
-// so it may be called only on a token the API server has just
-// authenticated: it bounds how long the API server's answer is reused,
-// never whether the token is trusted.
-func tokenExpiry(token string) time.Time {
-	tok, err := jwt.ParseSigned(token, tokenAlgorithms)
-	if err != nil {
-		return time.Time{}
-	}
-	var claims jwt.Claims
-	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil || claims.Expiry == nil {
-		return time.Time{}
-	}
-	return claims.Expiry.Time()
-}
-
-// reviewCache remembers the callers of reviewed tokens by the SHA-256 of
-// the token, never the token itself, each until the token's exp but at most
-// maxCacheAge. It holds at most max entries: when full, expired entries go
-// first, then the oldest. Only successes are cached.
+// reviewCache remembers answers of TokenReviews by the SHA-256 of the
+// token, never the token itself, each until a time put is given. It holds
+// at most max entries: when full, expired entries go first, then the
+// oldest.
 type reviewCache struct {
 	max int
 
@@ -210,9 +303,13 @@ type reviewCache struct {
 	order   *list.List // of *cacheEntry, oldest first
 }
 
+// cacheEntry is one answer: the caller of an accepted token, or the
+// refusal of a refused one.
 type cacheEntry struct {
+	caller caller
+	err    error
+
 	key     [sha256.Size]byte
-	caller  caller
 	expires time.Time
 }
 
@@ -220,13 +317,9 @@ func newReviewCache(maxEntries int) *reviewCache {
 	return &reviewCache{max: maxEntries, entries: map[[sha256.Size]byte]*list.Element{}, order: list.New()}
 }
 
-// cacheUntil is when a review at now of a token expiring at exp stops
-// being reused: exp, capped at maxCacheAge; the zero time for a token
-// without exp, which is not cached.
+// cacheUntil is when a successful review at now of a token expiring at
+// exp stops being reused: exp, capped at maxCacheAge.
 func cacheUntil(exp, now time.Time) time.Time {
-	if exp.IsZero() {
-		return time.Time{}
-	}
 	return minTime(exp, now.Add(maxCacheAge))
 }
 
@@ -237,26 +330,25 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// get returns the caller of a cached, unexpired token; an expired entry is
-// dropped.
-func (c *reviewCache) get(key [sha256.Size]byte, now time.Time) (caller, bool) {
+// get returns a cached, unexpired answer; an expired entry is dropped.
+func (c *reviewCache) get(key [sha256.Size]byte, now time.Time) (cacheEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	el, ok := c.entries[key]
 	if !ok {
-		return caller{}, false
+		return cacheEntry{}, false
 	}
 	e := el.Value.(*cacheEntry)
 	if !now.Before(e.expires) {
 		c.remove(el)
-		return caller{}, false
+		return cacheEntry{}, false
 	}
-	return e.caller, true
+	return *e, true
 }
 
-// put caches a token reviewed at now whose exp is exp.
-func (c *reviewCache) put(key [sha256.Size]byte, who caller, exp, now time.Time) {
-	until := cacheUntil(exp, now)
+// put caches, at now, the answer e for the token whose hash is key until
+// until; an answer already expired at now is not cached.
+func (c *reviewCache) put(key [sha256.Size]byte, e cacheEntry, until, now time.Time) {
 	if !now.Before(until) {
 		return
 	}
@@ -277,7 +369,8 @@ func (c *reviewCache) put(key [sha256.Size]byte, who caller, exp, now time.Time)
 	for len(c.entries) >= c.max {
 		c.remove(c.order.Front())
 	}
-	c.entries[key] = c.order.PushBack(&cacheEntry{key: key, caller: who, expires: until})
+	e.key, e.expires = key, until
+	c.entries[key] = c.order.PushBack(&e)
 }
 
 // len returns the number of entries, expired or not.

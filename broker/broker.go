@@ -19,7 +19,7 @@
 // registry ConfigMap (the controller writes the registry, the chart the
 // file), does not verify or look into the tokens the IdP issues, and stores
 // no tokens: it remembers only which ServiceAccount token hashes the API
-// server recently vouched for.
+// server recently vouched for or refused.
 package broker
 
 import (
@@ -109,12 +109,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, configError{fmt.Errorf("--tls-cert-dir: %w", err)}
 	}
-	restConfig := clientConfig(deps.RESTConfig, cfg)
-	cs, err := kubernetes.NewForConfig(restConfig)
+	watchConfig, reviewConfig := clientConfigs(deps.RESTConfig, cfg)
+	cs, err := kubernetes.NewForConfig(watchConfig)
 	if err != nil {
 		return nil, fmt.Errorf("make the API client: %w", err)
 	}
-	reviews, err := authenticationv1client.NewForConfig(restConfig)
+	reviews, err := authenticationv1client.NewForConfig(reviewConfig)
 	if err != nil {
 		return nil, fmt.Errorf("make the TokenReview client: %w", err)
 	}
@@ -133,13 +133,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		certs:         certs,
 		metrics:       newMetrics(),
 	}
-	s.auth = &authenticator{
-		reviews:  reviews.TokenReviews(),
-		audience: cfg.TokenAudience,
-		now:      deps.Now,
-		cache:    newReviewCache(maxCacheEntries),
-		observed: func(result string) { s.metrics.reviews.WithLabelValues(result).Inc() },
-	}
+	s.auth = newAuthenticator(reviews.TokenReviews(), cfg.TokenAudience, deps.Now,
+		func(result string) { s.metrics.reviews.WithLabelValues(result).Inc() })
 	for _, p := range file.Providers {
 		if p.Brokered() {
 			s.idps[p.Name] = &idp{issuer: p.IssuerURL, keyAuth: p.ClientKeyRef != nil}
@@ -151,13 +146,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	return s, nil
 }
 
-// clientConfig is cfg with the broker's request budget, one token bucket
-// shared by the informers and the TokenReview client.
-func clientConfig(cfg *rest.Config, c Config) *rest.Config {
+// clientConfigs are cfg for the watches and for the TokenReviews, each
+// with a request budget of its own (--kube-api-qps, --token-review-qps).
+// TokenReviews are as many as new tokens, which any Pod that reaches the
+// broker can send; with one budget they would delay the watches, and a
+// slow watch resync the reviews.
+func clientConfigs(cfg *rest.Config, c Config) (watch, review *rest.Config) {
+	return limitedConfig(cfg, c.KubeAPIQPS, c.KubeAPIBurst), limitedConfig(cfg, c.TokenReviewQPS, c.TokenReviewBurst)
+}
+
+// limitedConfig is a copy of cfg with a token bucket of its own; qps 0 or
+// less means no client-side limit.
+func limitedConfig(cfg *rest.Config, qps float64, burst int) *rest.Config {
 	out := rest.CopyConfig(cfg)
-	out.QPS, out.Burst = float32(c.KubeAPIQPS), c.KubeAPIBurst
+	out.QPS, out.Burst = float32(qps), burst
 	out.RateLimiter = nil
-	if c.KubeAPIQPS > 0 {
+	if qps > 0 {
 		out.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(out.QPS, out.Burst)
 	} else {
 		out.QPS = -1 // no client-side limit

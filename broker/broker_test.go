@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/onsi/gomega"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"k8s.io/client-go/rest"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 )
@@ -239,6 +240,10 @@ func TestRefusals(t *testing.T) {
 		{name: "expired", provider: "main", endpoint: "token", bearer: a.signedToken(t, audience, now.Add(-time.Hour)), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
 		{name: "not a Kubernetes token", provider: "main", endpoint: "token", bearer: "garbage", form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
 		{name: "a person's token", provider: "main", endpoint: "token", bearer: staticToken, form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "a forged token with the right claims", provider: "main", endpoint: "token", bearer: signJWT(t, jwt.Claims{
+			Issuer: saIssuer, Subject: "system:serviceaccount:" + a.ns + ":app", Audience: jwt.Audience{audience},
+			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute)),
+		}), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
 
 		{name: "client_credentials", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"client_credentials"}}, status: 400, errCode: "unsupported_grant_type"},
 		{name: "password grant", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"password"}, "username": {"u"}, "password": {"p"}}, status: 400, errCode: "unsupported_grant_type"},
@@ -295,10 +300,12 @@ func TestRefusals(t *testing.T) {
 	})
 }
 
-// TestNotAServiceAccount gives the broker the API server's own audience,
-// which a person's static token is good for, so that the TokenReview
-// authenticates it and only the ServiceAccount rule can refuse it.
-func TestNotAServiceAccount(t *testing.T) {
+// TestNoReviewForWhatIsNoServiceAccountToken gives the broker the API
+// server's own audience, which a person's static token is good for: the
+// API server would authenticate it, yet the broker refuses it without a
+// TokenReview, as it is not a JWT. (TestAuthenticate refuses a JWT that a
+// TokenReview authenticates for someone other than a ServiceAccount.)
+func TestNoReviewForWhatIsNoServiceAccountToken(t *testing.T) {
 	t.Parallel()
 	a := newTenant(t, "tenant-a")
 	w := startBroker(t, brokerOptions{providers: providersFor(a.ns, "nobody"), audience: saIssuer})
@@ -306,14 +313,20 @@ func TestNotAServiceAccount(t *testing.T) {
 	if got := w.post("main", "token", a.token(t, saIssuer), refresh); got.status != http.StatusBadRequest || got.json["error"] != "invalid_grant" {
 		t.Fatalf("control, a ServiceAccount's token: %d %s, want the IdP's invalid_grant", got.status, got.body)
 	}
-	got := w.post("main", "token", staticToken, refresh)
-	if got.status != http.StatusUnauthorized || got.json["error"] != "invalid_token" {
-		t.Errorf("a person's token: %d %s, want 401 invalid_token", got.status, got.body)
+	for range 3 {
+		got := w.post("main", "token", staticToken, refresh)
+		if got.status != http.StatusUnauthorized || got.json["error"] != "invalid_token" {
+			t.Errorf("a person's token: %d %s, want 401 invalid_token", got.status, got.body)
+		}
 	}
-	if n := testutil.ToFloat64(w.srv.metrics.reviews.WithLabelValues(reviewRefused)); n != 1 {
-		t.Errorf("token_reviews_total{refused} = %v, want 1", n)
+	m := w.srv.metrics.reviews
+	if n := testutil.ToFloat64(m.WithLabelValues(reviewMalformed)); n != 3 {
+		t.Errorf("token_reviews_total{malformed} = %v, want 3", n)
 	}
-	if !strings.Contains(w.log.String(), "not a ServiceAccount") {
+	if n := testutil.ToFloat64(m.WithLabelValues(reviewAuthenticated)) + testutil.ToFloat64(m.WithLabelValues(reviewRefused)); n != 1 {
+		t.Errorf("%v TokenReviews, want 1, the control's", n)
+	}
+	if !strings.Contains(w.log.String(), "not a ServiceAccount token for the broker") {
 		t.Errorf("the log does not say why:\n%s", w.log.String())
 	}
 }
@@ -355,18 +368,23 @@ func TestReviewCachedUntilExp(t *testing.T) {
 	if auth, cached := reviews(); auth != 1 || cached != 1 {
 		t.Fatalf("before exp: %v reviews, %v cached; want 1, 1", auth, cached)
 	}
-	call(tok, exp)
-	if auth, cached := reviews(); auth != 2 || cached != 1 {
-		t.Fatalf("at exp: %v reviews, %v cached; want the token reviewed again", auth, cached)
+	// At exp the cached review is gone, and the token is refused as
+	// expired before any TokenReview.
+	w.clock.Set(exp)
+	if got := w.post("main", "token", tok, refresh); got.status != http.StatusUnauthorized || got.json["error"] != "invalid_token" {
+		t.Fatalf("at exp: %d %s, want 401 invalid_token", got.status, got.body)
+	}
+	if auth, cached := reviews(); auth != 1 || cached != 1 {
+		t.Fatalf("at exp: %v reviews, %v cached; want no new review", auth, cached)
 	}
 
-	// A token good for an hour is reviewed again after 10 minutes.
-	long := a.signedToken(t, audience, start.Add(time.Hour))
+	// A token good for half an hour is reviewed again after 10 minutes.
+	long := a.signedToken(t, audience, start.Add(30*time.Minute))
 	call(long, start)
 	call(long, start.Add(maxCacheAge-time.Second))
 	call(long, start.Add(maxCacheAge))
-	if auth, cached := reviews(); auth != 4 || cached != 2 {
-		t.Fatalf("a long-lived token: %v reviews, %v cached; want 4, 2", auth, cached)
+	if auth, cached := reviews(); auth != 3 || cached != 2 {
+		t.Fatalf("a longer-lived token: %v reviews, %v cached; want 3, 2", auth, cached)
 	}
 }
 
@@ -516,5 +534,38 @@ func TestNewConfigErrors(t *testing.T) {
 	_, err = New(c, Deps{RESTConfig: brokerREST})
 	if !errors.Is(err, ErrConfig) || !strings.HasPrefix(err.Error(), "--tls-cert-dir:") {
 		t.Errorf("New without a certificate: %v, want an ErrConfig naming --tls-cert-dir", err)
+	}
+}
+
+// TestClientConfigsSeparateBudgets: the TokenReviews have a request budget
+// of their own, so reviews that use theirs up leave the watches' whole,
+// and the other way round.
+func TestClientConfigsSeparateBudgets(t *testing.T) {
+	t.Parallel()
+	c := DefaultConfig()
+	watch, review := clientConfigs(&rest.Config{Host: "https://127.0.0.1:6443"}, c)
+	if watch.RateLimiter == nil || review.RateLimiter == nil || watch.RateLimiter == review.RateLimiter {
+		t.Fatalf("rate limiters %p and %p, want two", watch.RateLimiter, review.RateLimiter)
+	}
+	if q := review.RateLimiter.QPS(); q != float32(c.TokenReviewQPS) || q != 100 {
+		t.Errorf("TokenReview QPS %v, want --token-review-qps, 100", q)
+	}
+	if q := watch.RateLimiter.QPS(); q != float32(c.KubeAPIQPS) {
+		t.Errorf("watch QPS %v, want --kube-api-qps %v", q, c.KubeAPIQPS)
+	}
+	reviews := 0
+	for review.RateLimiter.TryAccept() {
+		reviews++
+	}
+	if reviews < c.TokenReviewBurst {
+		t.Errorf("%d TokenReviews in a burst, want --token-review-burst %d", reviews, c.TokenReviewBurst)
+	}
+	if !watch.RateLimiter.TryAccept() {
+		t.Error("a burst of TokenReviews used up the watches' budget")
+	}
+
+	c.TokenReviewQPS = 0
+	if _, review := clientConfigs(&rest.Config{}, c); review.RateLimiter != nil || review.QPS >= 0 {
+		t.Errorf("--token-review-qps=0: limiter %v, QPS %v; want no client-side limit", review.RateLimiter, review.QPS)
 	}
 }

@@ -47,25 +47,32 @@ type Config struct {
 	// ShutdownTimeout bounds the draining of in-flight requests after
 	// SIGTERM.
 	ShutdownTimeout time.Duration
-	// KubeAPIQPS and KubeAPIBurst bound the broker's requests to the API
-	// server: one TokenReview per new sidecar token, and the watches of
-	// two objects' kinds.
+	// KubeAPIQPS and KubeAPIBurst bound the watches of the objects the
+	// broker reads (the providers' Secrets and the registry).
 	KubeAPIQPS   float64
 	KubeAPIBurst int
+	// TokenReviewQPS and TokenReviewBurst bound the TokenReviews, one per
+	// new sidecar token, on a client of their own: callers who send the
+	// broker tokens it must review cannot delay the watches, and the
+	// watches cannot delay a sidecar's review.
+	TokenReviewQPS   float64
+	TokenReviewBurst int
 }
 
 // DefaultConfig returns the defaults of gatehouse broker's flags.
 func DefaultConfig() Config {
 	return Config{
-		ListenAddress:   ":8443",
-		Registry:        controllers.DefaultBrokerRegistry,
-		TokenAudience:   controllers.DefaultBrokerAudience,
-		MetricsAddress:  ":8080",
-		HealthAddress:   ":8081",
-		LogLevel:        "info",
-		ShutdownTimeout: 20 * time.Second,
-		KubeAPIQPS:      50,
-		KubeAPIBurst:    100,
+		ListenAddress:    ":8443",
+		Registry:         controllers.DefaultBrokerRegistry,
+		TokenAudience:    controllers.DefaultBrokerAudience,
+		MetricsAddress:   ":8080",
+		HealthAddress:    ":8081",
+		LogLevel:         "info",
+		ShutdownTimeout:  20 * time.Second,
+		KubeAPIQPS:       50,
+		KubeAPIBurst:     100,
+		TokenReviewQPS:   100,
+		TokenReviewBurst: 200,
 	}
 }
 
@@ -82,8 +89,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig `file` when not running in a cluster (default $KUBECONFIG)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "`level`: debug, info, warn or error")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long SIGTERM waits for in-flight requests to finish")
-	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per `second` to the API server (TokenReviews and the watches); 0 or less turns the client-side limit off")
+	fs.Float64Var(&c.KubeAPIQPS, "kube-api-qps", c.KubeAPIQPS, "requests per `second` to the API server for the watches of the client secrets and the registry; 0 or less turns the client-side limit off")
 	fs.IntVar(&c.KubeAPIBurst, "kube-api-burst", c.KubeAPIBurst, "`requests` to the API server allowed in a burst above --kube-api-qps")
+	fs.Float64Var(&c.TokenReviewQPS, "token-review-qps", c.TokenReviewQPS, "TokenReviews per `second`, on a client of their own apart from the watches; 0 or less turns the client-side limit off")
+	fs.IntVar(&c.TokenReviewBurst, "token-review-burst", c.TokenReviewBurst, "TokenReview `requests` allowed in a burst above --token-review-qps")
 }
 
 // Validate checks c without touching files or the network, and reports
@@ -130,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.KubeAPIQPS > 0 && c.KubeAPIBurst < 1 {
 		errs = append(errs, fmt.Errorf("--kube-api-burst: %d; at least 1 when --kube-api-qps is set", c.KubeAPIBurst))
+	}
+	if c.TokenReviewQPS > 0 && c.TokenReviewBurst < 1 {
+		errs = append(errs, fmt.Errorf("--token-review-burst: %d; at least 1 when --token-review-qps is set", c.TokenReviewBurst))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

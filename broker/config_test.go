@@ -26,6 +26,7 @@ func TestValidate(t *testing.T) {
 		{"shared address", func(c *Config) { c.HealthAddress = c.MetricsAddress }, []string{"--health-address"}},
 		{"negative timeout", func(c *Config) { c.ShutdownTimeout = -time.Second }, []string{"--shutdown-timeout"}},
 		{"no burst", func(c *Config) { c.KubeAPIBurst = 0 }, []string{"--kube-api-burst"}},
+		{"no review burst", func(c *Config) { c.TokenReviewBurst = 0 }, []string{"--token-review-burst"}},
 		{"log level", func(c *Config) { c.LogLevel = "loud" }, []string{"--log-level"}},
 	}
 	for _, tc := range tests {

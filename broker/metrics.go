@@ -49,10 +49,10 @@ func newMetrics() *metrics {
 		}, []string{"operation"}),
 		reviews: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricReviews,
-			Help: "ServiceAccount tokens checked by the token broker: cached (a recent review reused), authenticated and refused (by a TokenReview), error (the TokenReview could not be made).",
+			Help: "ServiceAccount tokens checked by the token broker: cached (a recent review reused), authenticated and refused (by a TokenReview, or a refusal of the last minute reused), malformed (refused before any TokenReview: not a JWT for the broker's audience with a future exp), throttled (too many TokenReviews in flight), error (the TokenReview could not be made).",
 		}, []string{"result"}),
 	}
-	for _, r := range []string{reviewCached, reviewAuthenticated, reviewRefused, reviewError} {
+	for _, r := range []string{reviewCached, reviewAuthenticated, reviewRefused, reviewMalformed, reviewThrottled, reviewError} {
 		m.reviews.WithLabelValues(r)
 	}
 	m.registry.MustRegister(m.requests, m.duration, m.reviews,

@@ -136,7 +136,7 @@ func TestBrokerHelp(t *testing.T) {
 	if diff := cmp.Diff(string(want), r.stdout); diff != "" {
 		t.Errorf("gatehouse broker --help differs from %s (-want +got); if the change is intended, run go test ./cmd/gatehouse -run TestBrokerHelp -update:\n%s", golden, diff)
 	}
-	for _, flag := range []string{"--config", "--namespace", "--listen-address", "--tls-cert-dir", "--registry", "--token-audience", "--metrics-address", "--health-address", "--kubeconfig", "--log-level", "--shutdown-timeout", "--kube-api-qps", "--kube-api-burst"} {
+	for _, flag := range []string{"--config", "--namespace", "--listen-address", "--tls-cert-dir", "--registry", "--token-audience", "--metrics-address", "--health-address", "--kubeconfig", "--log-level", "--shutdown-timeout", "--kube-api-qps", "--kube-api-burst", "--token-review-qps", "--token-review-burst"} {
 		if !strings.Contains(r.stdout, "\n  "+flag+" ") {
 			t.Errorf("gatehouse broker --help lacks %s", flag)
 		}
