@@ -28,9 +28,12 @@ type caller struct {
 	Pod            string
 }
 
-// podNameExtra is the TokenReview's user extra that names the Pod a
-// projected token is bound to.
-const podNameExtra = "authentication.kubernetes.io/pod-name"
+// The TokenReview's user extras that name the Pod a projected token is
+// bound to; the API server sets them only for tokens bound to a Pod.
+const (
+	podNameExtra = "authentication.kubernetes.io/pod-name"
+	podUIDExtra  = "authentication.kubernetes.io/pod-uid"
+)
 
 // serviceAccountPrefix starts the user name of every ServiceAccount
 // (system:serviceaccount:<namespace>:<name>).
@@ -76,6 +79,11 @@ const (
 	// than queued: a queue would let a flood of distinct tokens delay the
 	// sidecars' reviews until they time out.
 	maxReviewsInFlight = 32
+	// maxTokenLifetime bounds exp − iat of an accepted token. The
+	// sidecar's projected token lives 600 seconds; a token someone
+	// requested by hand for the broker's audience (kubectl create token
+	// --duration 48h) would be a credential that outlives any Pod.
+	maxTokenLifetime = time.Hour
 )
 
 // reviewTimeout bounds one TokenReview.
@@ -134,8 +142,9 @@ var errThrottled = unavailable("the broker is reviewing too many tokens; try aga
 
 // authenticate returns the ServiceAccount token's caller. Only tokens the
 // API server authenticated for the broker's audience, of ServiceAccounts,
-// pass; refusals wrap a 401 refusal, and an API server that cannot be
-// asked, or too many reviews at once, a 503 one.
+// bound to a Pod and living at most maxTokenLifetime, pass; refusals wrap
+// a 401 refusal, and an API server that cannot be asked, or too many
+// reviews at once, a 503 one.
 func (a *authenticator) authenticate(ctx context.Context, token string) (caller, error) {
 	key := sha256.Sum256([]byte(token))
 	now := a.now()
@@ -160,7 +169,7 @@ func (a *authenticator) authenticate(ctx context.Context, token string) (caller,
 			a.observed(reviewThrottled)
 			return caller{}, errThrottled
 		}
-		c, err := a.review(ctx, token)
+		c, err := a.review(ctx, token, claims)
 		now := a.now()
 		switch {
 		case err == nil:
@@ -240,9 +249,9 @@ func (a *authenticator) prefilter(token string, now time.Time) (jwt.Claims, erro
 	return claims, nil
 }
 
-// review asks the API server about token and checks what the TokenReview
-// says of it.
-func (a *authenticator) review(ctx context.Context, token string) (caller, error) {
+// review asks the API server about token, whose unverified claims the
+// prefilter read, and checks what the TokenReview says of it.
+func (a *authenticator) review(ctx context.Context, token string, claims jwt.Claims) (caller, error) {
 	// Callers waiting on this review share it: one leaving early must not
 	// fail it for the others.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
@@ -271,8 +280,21 @@ func (a *authenticator) review(ctx context.Context, token string) (caller, error
 	if err != nil {
 		return caller{}, unauthenticated("the token is not a ServiceAccount's", err)
 	}
-	if pods := st.User.Extra[podNameExtra]; len(pods) == 1 {
-		c.Pod = pods[0]
+	// A sidecar shows its Pod's projected token, which the kubelet asks
+	// bound to the Pod; a token bound to nothing was requested by someone
+	// with the TokenRequest permission, outside any Pod.
+	pods, uids := st.User.Extra[podNameExtra], st.User.Extra[podUIDExtra]
+	if len(pods) != 1 || pods[0] == "" || len(uids) != 1 || uids[0] == "" {
+		return caller{}, unauthenticated("the token is not bound to a Pod", nil)
+	}
+	c.Pod = pods[0]
+	// The API server has authenticated these very bytes, so their claims
+	// are its own now: RFC 7519 4.1.4 exp and 4.1.6 iat.
+	if claims.IssuedAt == nil {
+		return caller{}, unauthenticated("the token has no iat", nil)
+	}
+	if life := claims.Expiry.Time().Sub(claims.IssuedAt.Time()); life > maxTokenLifetime {
+		return caller{}, unauthenticated("the token lives longer than an hour", fmt.Errorf("exp - iat is %s", life))
 	}
 	return c, nil
 }

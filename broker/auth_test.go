@@ -223,7 +223,10 @@ func goodReview() authenticationv1.TokenReviewStatus {
 		Audiences:     []string{"gatehouse-broker"},
 		User: authenticationv1.UserInfo{
 			Username: "system:serviceaccount:shop:app",
-			Extra:    map[string]authenticationv1.ExtraValue{podNameExtra: {"app-0"}},
+			Extra: map[string]authenticationv1.ExtraValue{
+				podNameExtra: {"app-0"},
+				podUIDExtra:  {"0b4e7c57-2d58-4d1a-9d3c-0e4c1f6d1a11"},
+			},
 		},
 	}
 }
@@ -248,6 +251,9 @@ func TestAuthenticate(t *testing.T) {
 		result string
 	}{
 		{name: "a Pod's ServiceAccount", status: goodReview(), want: app0, result: reviewAuthenticated},
+		{name: "a token that lives an hour", status: goodReview(), claims: func(c *jwt.Claims) {
+			c.IssuedAt = jwt.NewNumericDate(now.Add(-50 * time.Minute))
+		}, want: app0, result: reviewAuthenticated},
 		{name: "not authenticated", status: authenticationv1.TokenReviewStatus{Error: "token has expired"}, code: http.StatusUnauthorized, result: reviewRefused},
 		{name: "audience not confirmed", status: withStatus(func(s *authenticationv1.TokenReviewStatus) { s.Audiences = nil }), code: http.StatusUnauthorized, result: reviewRefused},
 		{name: "another audience", status: withStatus(func(s *authenticationv1.TokenReviewStatus) {
@@ -256,6 +262,21 @@ func TestAuthenticate(t *testing.T) {
 		{name: "a person", status: withStatus(func(s *authenticationv1.TokenReviewStatus) {
 			s.User = authenticationv1.UserInfo{Username: "jane", Extra: s.User.Extra}
 		}), code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "not bound to a Pod", status: withStatus(func(s *authenticationv1.TokenReviewStatus) { s.User.Extra = nil }), code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "a Pod name without its uid", status: withStatus(func(s *authenticationv1.TokenReviewStatus) {
+			s.User.Extra = map[string]authenticationv1.ExtraValue{podNameExtra: {"app-0"}}
+		}), code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "bound to a Secret", status: withStatus(func(s *authenticationv1.TokenReviewStatus) {
+			s.User.Extra = map[string]authenticationv1.ExtraValue{"authentication.kubernetes.io/credential-id": {"JTI=x"}}
+		}), code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "a token that lives two days", status: goodReview(), claims: func(c *jwt.Claims) {
+			c.IssuedAt = jwt.NewNumericDate(now.Add(-48*time.Hour + 5*time.Minute))
+			c.Expiry = jwt.NewNumericDate(now.Add(5 * time.Minute))
+		}, code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "a token that lives an hour and a second", status: goodReview(), claims: func(c *jwt.Claims) {
+			c.IssuedAt = jwt.NewNumericDate(now.Add(-time.Hour - time.Second + 10*time.Minute))
+		}, code: http.StatusUnauthorized, result: reviewRefused},
+		{name: "no iat", status: goodReview(), claims: func(c *jwt.Claims) { c.IssuedAt = nil }, code: http.StatusUnauthorized, result: reviewRefused},
 		{name: "API server down", err: errors.New("connection refused"), code: http.StatusServiceUnavailable, result: reviewError},
 	}
 	wantCode := map[int]string{http.StatusUnauthorized: "invalid_token", http.StatusServiceUnavailable: "temporarily_unavailable"}

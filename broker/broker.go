@@ -6,10 +6,11 @@
 // exchange, refresh and revocation, as a public client would, to
 // /v1/providers/{provider}/token or /revoke over TLS, with its Pod's
 // projected ServiceAccount token as bearer. The broker authenticates the
-// token with a TokenReview, checks that the provider serves the token's
-// namespace and that a code exchange's redirect_uri is one the controller
-// registered for that namespace, then forwards the request to the IdP with
-// the client's credentials and relays the IdP's answer unchanged. The
+// token with a TokenReview (only short-lived tokens bound to a Pod pass),
+// checks that the provider serves the token's namespace and that a code
+// exchange's redirect_uri is one the controller registered for that
+// namespace, then forwards the request to the IdP with the client's
+// credentials and relays the IdP's answer unchanged. The
 // credentials are the client secret, or, for a provider with clientKeyRef,
 // a client assertion the broker signs with the provider's private key
 // (private_key_jwt, OIDC Core 9), so that no shared secret exists at all.

@@ -244,6 +244,8 @@ func TestRefusals(t *testing.T) {
 			Issuer: saIssuer, Subject: "system:serviceaccount:" + a.ns + ":app", Audience: jwt.Audience{audience},
 			IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(now.Add(10 * time.Minute)),
 		}), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "a token not bound to a Pod", provider: "main", endpoint: "token", bearer: a.requestToken(t, audience, 600, false), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
+		{name: "a Pod's token that lives two hours", provider: "main", endpoint: "token", bearer: a.requestToken(t, audience, 7200, true), form: exchangeForm(codeA, cbA, verA), status: 401, errCode: "invalid_token", authentication: `Bearer error="invalid_token"`},
 
 		{name: "client_credentials", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"client_credentials"}}, status: 400, errCode: "unsupported_grant_type"},
 		{name: "password grant", provider: "main", endpoint: "token", bearer: tokA, form: url.Values{"grant_type": {"password"}, "username": {"u"}, "password": {"p"}}, status: 400, errCode: "unsupported_grant_type"},

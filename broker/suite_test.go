@@ -608,22 +608,28 @@ func newTenant(t *testing.T, prefix string) *tenant {
 // the TokenRequest API, as the kubelet does.
 func (tn *tenant) token(t *testing.T, audience string) string {
 	t.Helper()
-	tr, err := clientset.CoreV1().ServiceAccounts(tn.ns).CreateToken(t.Context(), tn.sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{
-			Audiences:         []string{audience},
-			ExpirationSeconds: ptr.To[int64](600),
-			BoundObjectRef:    &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: tn.pod.Name, UID: tn.pod.UID},
-		},
-	}, metav1.CreateOptions{})
+	return tn.requestToken(t, audience, 600, true)
+}
+
+// requestToken mints a token of the ServiceAccount for audience that lives
+// seconds, bound to the Pod or, as kubectl create token makes it, to
+// nothing.
+func (tn *tenant) requestToken(t *testing.T, audience string, seconds int64, podBound bool) string {
+	t.Helper()
+	spec := authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To(seconds)}
+	if podBound {
+		spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: tn.pod.Name, UID: tn.pod.UID}
+	}
+	tr, err := clientset.CoreV1().ServiceAccounts(tn.ns).CreateToken(t.Context(), tn.sa.Name, &authenticationv1.TokenRequest{Spec: spec}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tr.Status.Token
 }
 
-// signedToken signs a ServiceAccount token for audience that expires at
-// exp with the API server's own service-account key, the way the API
-// server does, so the API server judges it as one of its own.
+// signedToken signs a ServiceAccount token for audience, bound to the Pod,
+// that expires at exp with the API server's own service-account key, the
+// way the API server does, so the API server judges it as one of its own.
 func (tn *tenant) signedToken(t *testing.T, audience string, exp time.Time) string {
 	t.Helper()
 	der, err := x509.MarshalPKIXPublicKey(saKey.Public())
@@ -652,6 +658,7 @@ func (tn *tenant) signedToken(t *testing.T, audience string, exp time.Time) stri
 		"kubernetes.io": map[string]any{
 			"namespace":      tn.ns,
 			"serviceaccount": map[string]any{"name": tn.sa.Name, "uid": string(tn.sa.UID)},
+			"pod":            map[string]any{"name": tn.pod.Name, "uid": string(tn.pod.UID)},
 		},
 	}).Serialize()
 	if err != nil {

@@ -32,8 +32,8 @@ import (
 // oidc-provider's access tokens living 4 seconds. The sidecar has no client
 // secret anywhere on its filesystem, yet signs users in and refreshes their
 // tokens through gatehouse broker. The broker refuses a token of another
-// namespace, a token of another audience and a callback on a host the
-// namespace does not own. While the broker is down, signed-in users keep
+// namespace, a token of another audience, a token bound to no Pod and a
+// callback on a host the namespace does not own. While the broker is down, signed-in users keep
 // working, due refreshes are retried and new sign-ins get 503; once it is
 // back, sign-ins work again.
 func TestBrokerWithRealIdP(t *testing.T) {
@@ -199,18 +199,34 @@ func refusals(t *testing.T, d *demo.Demo) {
 		t.Fatal("no broker CA in the sidecar's Secret")
 	}
 	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	token := func(ns, audience string) string {
+	// token requests a token of pod's ServiceAccount for audience, bound
+	// to pod as the kubelet binds a projected token; with pod nil, bound to
+	// nothing, as kubectl create token makes it.
+	token := func(ns string, pod *corev1.Pod, audience string) string {
 		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: demo.AppServiceAccount, Namespace: ns}}
 		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600)}}
+		if pod != nil {
+			tr.Spec.BoundObjectRef = &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+		}
 		if err := k8s.SubResource("token").Create(ctx, sa, tr); err != nil {
 			t.Fatal(err)
 		}
 		return tr.Status.Token
 	}
+	// A Pod of the other namespace: no kubelet runs it, it only has to
+	// exist for a token to be bound to it.
 	other := "tenant-b"
+	otherPod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "app", Namespace: other},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: demo.AppServiceAccount,
+			Containers:         []corev1.Container{{Name: "app", Image: "app:test"}},
+		},
+	}
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: other}},
 		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: demo.AppServiceAccount, Namespace: other}},
+		otherPod,
 	} {
 		if err := k8s.Create(ctx, obj); err != nil {
 			t.Fatal(err)
@@ -224,9 +240,10 @@ func refusals(t *testing.T, d *demo.Demo) {
 		status                 int
 		errCode                string
 	}{
-		{"a token of another namespace", token(other, controllers.DefaultBrokerAudience), callback, http.StatusForbidden, "unauthorized_client"},
-		{"a token of another audience", token(demo.AppNamespace, "https://kubernetes.default.svc"), callback, http.StatusUnauthorized, "invalid_token"},
-		{"a callback on another namespace's host", token(demo.AppNamespace, controllers.DefaultBrokerAudience), "https://billing.example.com/_gatehouse/callback", http.StatusForbidden, "unauthorized_client"},
+		{"a token of another namespace", token(other, otherPod, controllers.DefaultBrokerAudience), callback, http.StatusForbidden, "unauthorized_client"},
+		{"a token of another audience", token(demo.AppNamespace, d.Pod, "https://kubernetes.default.svc"), callback, http.StatusUnauthorized, "invalid_token"},
+		{"a callback on another namespace's host", token(demo.AppNamespace, d.Pod, controllers.DefaultBrokerAudience), "https://billing.example.com/_gatehouse/callback", http.StatusForbidden, "unauthorized_client"},
+		{"a token not bound to a Pod", token(demo.AppNamespace, nil, controllers.DefaultBrokerAudience), callback, http.StatusUnauthorized, "invalid_token"},
 		{"no token", "", callback, http.StatusUnauthorized, "invalid_token"},
 	} {
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {"a-code"}, "redirect_uri": {tc.redirect}, "code_verifier": {verifier}, "client_id": {"gatehouse-demo"}}
