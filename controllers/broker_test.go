@@ -210,13 +210,14 @@ func TestRegistryTrustsOnlyGatehouse(t *testing.T) {
 
 // TestSwitchToBrokerKeepsCopyForOldPods: when an app moves to a provider in
 // broker mode, the copied client secret stays in its Secret while a Pod
-// whose sidecar reads it runs (here, with rollout: manual, until it is
-// deleted), so that its sidecar still starts if it restarts.
+// whose sidecar reads it runs (here, with rollout: manual set at the
+// switch, until it is deleted), so that its sidecar still starts if it
+// restarts.
 func TestSwitchToBrokerKeepsCopyForOldPods(t *testing.T) {
 	t.Parallel()
 	ns := newNamespace(t, nil)
 	create(t, service(ns, "shop", intstr.FromString("http")))
-	ann := map[string]string{controllers.AnnEnabled: "true", controllers.AnnRollout: "manual"}
+	ann := map[string]string{controllers.AnnEnabled: "true"}
 	create(t, ingress(ns, "shop", ann, []string{"switch-" + ns + ".example.com"}, "shop"))
 	create(t, deployment(ns, "shop", 1, "http"))
 	g := gomega.NewWithT(t)
@@ -231,7 +232,9 @@ func TestSwitchToBrokerKeepsCopyForOldPods(t *testing.T) {
 
 	var ing networkingv1.Ingress
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "shop"}, &ing)).To(gomega.Succeed())
+	// The switch, with rollout: manual so that the old Pod stays.
 	ing.Annotations[controllers.AnnProvider] = "brokered"
+	ing.Annotations[controllers.AnnRollout] = "manual"
 	g.Expect(k8s.Update(t.Context(), &ing)).To(gomega.Succeed())
 	g.Eventually(func(g gomega.Gomega) {
 		s := secretOf(t, g, ns, "shop")
