@@ -278,3 +278,43 @@ func mountedSecretName(p *corev1.Pod) string {
 	}
 	return ""
 }
+
+// TestBrokerPrivateKeyJWTWithRealIdP: a provider with a private key
+// (clientKeyRef) and no client secret at all. oidc-provider knows the
+// client only by its public key (private_key_jwt), and the broker signs
+// the client assertions for the sidecar's code exchange and refresh.
+func TestBrokerPrivateKeyJWTWithRealIdP(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane")
+	}
+	d := startDemo(t, t.Context(), demo.Options{AccessTokenTTL: 4 * time.Second, PrivateKeyJWT: true})
+	var secrets corev1.SecretList
+	if err := d.Client().List(t.Context(), &secrets); err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for _, s := range secrets.Items {
+		if _, ok := s.Data[controllers.SecretKeyClientSecret]; ok {
+			t.Errorf("Secret %s/%s holds a client secret", s.Namespace, s.Name)
+		}
+		if _, ok := s.Data["private-key"]; ok {
+			keys++
+		}
+	}
+	if keys != 1 {
+		t.Errorf("%d Secrets hold the provider's private key, want 1", keys)
+	}
+	user := signIn(t, d)
+	waitFor(t, "a refresh through the broker", 30*time.Second, func() bool {
+		if status := get(t, user, d.URL); status != http.StatusOK {
+			t.Fatalf("a signed-in request got %d", status)
+		}
+		return brokerCount(t, d, "refresh", "200") >= 1
+	})
+	if n := countLines(d.IdP, "grant_type=authorization_code status=200"); n != 1 {
+		t.Errorf("the IdP served %d code exchanges, want 1", n)
+	}
+	if n := countLines(d.IdP, "grant_type=refresh_token status=200"); n < 1 {
+		t.Errorf("the IdP served %d refreshes", n)
+	}
+}

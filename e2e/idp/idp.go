@@ -83,6 +83,10 @@ type Options struct {
 	RefreshTokenTTL time.Duration
 	// Users replaces the built-in demo users when not nil.
 	Users []User
+	// ClientJWKS, when set, is the JSON key set of the client's public
+	// keys: the client then authenticates with private_key_jwt (RFC 7523)
+	// only, and has no client secret.
+	ClientJWKS string
 }
 
 // IdP is a running OpenID provider.
@@ -313,6 +317,7 @@ func environment(opts Options, clientID, clientSecret string) ([]string, error) 
 	set("IDP_ID_TOKEN_TTL", seconds(opts.IDTokenTTL))
 	set("IDP_REFRESH_TOKEN_TTL", seconds(opts.RefreshTokenTTL))
 	set("IDP_EXIT_ON_STDIN_CLOSE", "1")
+	set("IDP_CLIENT_JWKS", opts.ClientJWKS)
 	if opts.Users != nil {
 		users, err := json.Marshal(opts.Users)
 		if err != nil {

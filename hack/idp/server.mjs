@@ -22,6 +22,10 @@
 //                                  "gatehouse-demo-secret"). The client is
 //                                  confidential and may authenticate with
 //                                  client_secret_basic or client_secret_post.
+//   IDP_CLIENT_JWKS                optional JSON key set ({"keys": [...]}) of
+//                                  the client's public keys: the client then
+//                                  authenticates with private_key_jwt only
+//                                  and has no client_secret.
 //   IDP_REDIRECT_URIS              required; comma separated redirect URIs.
 //   IDP_POST_LOGOUT_REDIRECT_URIS  optional; comma separated
 //                                  post_logout_redirect_uris.
@@ -231,6 +235,15 @@ const client = {
   grant_types: ['authorization_code', 'refresh_token'],
   token_endpoint_auth_method: 'client_secret_basic',
 };
+if (process.env.IDP_CLIENT_JWKS) {
+  try {
+    client.jwks = JSON.parse(process.env.IDP_CLIENT_JWKS);
+  } catch (err) {
+    fatal(`IDP_CLIENT_JWKS is not valid JSON: ${err.message}`);
+  }
+  client.token_endpoint_auth_method = 'private_key_jwt';
+  delete client.client_secret;
+}
 if (backchannelLogoutUri) {
   client.backchannel_logout_uri = backchannelLogoutUri;
   client.backchannel_logout_session_required = true;
@@ -251,7 +264,7 @@ function configuration() {
     responseTypes: ['code'],
     // ID tokens carry every claim of the granted scopes, not just sub.
     conformIdTokenClaims: false,
-    clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'private_key_jwt'],
     pkce: { required: () => true },
     // A refresh token for every code exchange, rotated on every use.
     issueRefreshToken: async (_ctx, c) => c.grantTypeAllowed('refresh_token'),

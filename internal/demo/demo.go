@@ -8,6 +8,13 @@ package demo
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +43,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/gatehouse-dev/gatehouse/controllers"
 	"github.com/gatehouse-dev/gatehouse/e2e/idp"
@@ -84,6 +93,10 @@ type Options struct {
 	// AccessTokenTTL is the IdP's access token lifetime (default one
 	// hour), shorter to see refreshes.
 	AccessTokenTTL time.Duration
+	// PrivateKeyJWT gives the provider a private key (clientKeyRef) instead
+	// of a client secret: the broker authenticates to the IdP with
+	// private_key_jwt, and no client secret exists anywhere.
+	PrivateKeyJWT bool
 }
 
 // Demo is a running demo.
@@ -110,6 +123,8 @@ type Demo struct {
 	k8s     client.Client
 	procs   []*process
 	closers []io.Closer
+	// clientKey is the provider's private key with PrivateKeyJWT.
+	clientKey *rsa.PrivateKey
 	// broker runs the token broker; brokerArgs are its arguments.
 	broker       *process
 	brokerArgs   []string
@@ -168,6 +183,23 @@ func (d *Demo) start(ctx context.Context) (err error) {
 	}
 	d.say("API server at %s", d.cp.Config.Host)
 
+	var jwks string
+	if opts.PrivateKeyJWT {
+		if d.clientKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			return err
+		}
+		jwk := jose.JSONWebKey{Key: d.clientKey.Public(), Algorithm: string(jose.RS256), Use: "sig"}
+		thumb, err := jwk.Thumbprint(crypto.SHA256)
+		if err != nil {
+			return err
+		}
+		jwk.KeyID = base64.RawURLEncoding.EncodeToString(thumb)
+		b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{jwk}})
+		if err != nil {
+			return err
+		}
+		jwks = string(b)
+	}
 	d.step("Starting the identity provider (npm oidc-provider) on 127.0.0.1:%d", opts.IdPPort)
 	idpLog, err := os.Create(filepath.Join(d.Dir, "idp.log"))
 	if err != nil {
@@ -180,6 +212,7 @@ func (d *Demo) start(ctx context.Context) (err error) {
 		RedirectURIs:           []string{base + "/_gatehouse/callback"},
 		PostLogoutRedirectURIs: []string{base + "/"},
 		AccessTokenTTL:         opts.AccessTokenTTL,
+		ClientJWKS:             jwks,
 	}, func(format string, args ...any) { fmt.Fprintf(idpLog, format+"\n", args...) })
 	if err != nil {
 		return fmt.Errorf("identity provider: %w", err)
@@ -228,10 +261,7 @@ func (d *Demo) startController(ctx context.Context) error {
 	fail := admissionv1.Fail
 	for _, obj := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ControllerNamespace}},
-		&corev1.Secret{
-			ObjectMeta: metav1.ObjectMeta{Name: providerSecret, Namespace: ControllerNamespace},
-			Data:       map[string][]byte{"client-secret": []byte(d.IdP.ClientSecret)},
-		},
+		d.providerCredential(),
 		&admissionv1.MutatingWebhookConfiguration{
 			ObjectMeta: metav1.ObjectMeta{Name: webhookName},
 			Webhooks: []admissionv1.MutatingWebhook{{
@@ -258,18 +288,22 @@ func (d *Demo) startController(ctx context.Context) error {
 			return fmt.Errorf("create %T %s: %w", obj, obj.GetName(), err)
 		}
 	}
+	credential := "clientSecretRef: {name: " + providerSecret + ", key: client-secret}"
+	if d.clientKey != nil {
+		credential = "clientKeyRef: {name: " + providerSecret + ", key: private-key}"
+	}
 	config := fmt.Sprintf(`providers:
 - name: demo
   issuerURL: %s
   clientID: %s
-  clientSecretRef: {name: %s, key: client-secret}
+  %s
   clientSecretMode: broker
   scopes: [openid, email, profile, groups]
   logoutRedirect: idp
   allowedNamespaces: [%s]
 defaults:
   provider: demo
-`, d.IdP.Issuer, clientID, providerSecret, AppNamespace)
+`, d.IdP.Issuer, clientID, credential, AppNamespace)
 	configPath := filepath.Join(d.Dir, "controller.yaml")
 	if err := os.WriteFile(configPath, []byte(config), 0o600); err != nil {
 		return err
@@ -817,3 +851,16 @@ func (d *Demo) renewBrokerToken(ctx context.Context, pod *corev1.Pod, path strin
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
+
+// providerCredential is the provider's Secret in Gatehouse's namespace: the
+// client secret, or with PrivateKeyJWT the private key (PKCS#8 PEM).
+func (d *Demo) providerCredential() *corev1.Secret {
+	s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: providerSecret, Namespace: ControllerNamespace}}
+	if d.clientKey == nil {
+		s.Data = map[string][]byte{"client-secret": []byte(d.IdP.ClientSecret)}
+		return s
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(d.clientKey)
+	s.Data = map[string][]byte{"private-key": pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})}
+	return s
+}
