@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -24,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -331,8 +333,28 @@ func (k *registryKeeper) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 			return []reconcile.Request{registryRequest}
-		}), builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool {
-			return o.GetLabels()[SecretLabelIngress] != ""
-		}))).
+		}), builder.WithPredicates(registryInputChanged)).
 		Complete(k)
+}
+
+// registryInputChanged passes the events of Gatehouse's Secrets that can
+// change the registry: created, deleted, or updated in what entries reads.
+// The controller patches a Secret's status annotations on every rollout
+// step; those updates rebuild nothing.
+var registryInputChanged = predicate.Funcs{
+	CreateFunc:  func(e event.CreateEvent) bool { return e.Object.GetLabels()[SecretLabelIngress] != "" },
+	DeleteFunc:  func(e event.DeleteEvent) bool { return e.Object.GetLabels()[SecretLabelIngress] != "" },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld, e.ObjectNew
+		if o.GetLabels()[SecretLabelIngress] == "" && n.GetLabels()[SecretLabelIngress] == "" {
+			return false
+		}
+		os, ook := o.(*corev1.Secret)
+		ns, nok := n.(*corev1.Secret)
+		return !ook || !nok ||
+			o.GetLabels()[SecretLabelIngress] != n.GetLabels()[SecretLabelIngress] ||
+			o.GetAnnotations()[SecretAnnRegistryMAC] != n.GetAnnotations()[SecretAnnRegistryMAC] ||
+			!bytes.Equal(os.Data[SecretKeyLastGood], ns.Data[SecretKeyLastGood])
+	},
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/yaml"
 
 	"github.com/gatehouse-dev/gatehouse/proxy"
@@ -346,5 +347,36 @@ func TestRegistryMAC(t *testing.T) {
 		if other == base {
 			t.Errorf("%s does not change the MAC", name)
 		}
+	}
+}
+
+// TestRegistryInputChanged: the registry is rebuilt for what it reads, not
+// for the status annotations the controller patches on every rollout step.
+func TestRegistryInputChanged(t *testing.T) {
+	t.Parallel()
+	base := &corev1.Secret{}
+	base.Name, base.Labels = "gatehouse-shop", map[string]string{SecretLabelIngress: "shop"}
+	base.Annotations = map[string]string{SecretAnnRegistryMAC: "m1", SecretAnnState: "rolling-out"}
+	base.Data = map[string][]byte{SecretKeyLastGood: []byte(`{"a":1}`)}
+	for _, tc := range []struct {
+		name string
+		edit func(*corev1.Secret)
+		want bool
+	}{
+		{"status annotation", func(s *corev1.Secret) { s.Annotations[SecretAnnState] = "protected" }, false},
+		{"cookie secret", func(s *corev1.Secret) { s.Data[SecretKeyCookie] = []byte("x") }, false},
+		{"last good spec", func(s *corev1.Secret) { s.Data[SecretKeyLastGood] = []byte(`{"a":2}`) }, true},
+		{"registry MAC", func(s *corev1.Secret) { s.Annotations[SecretAnnRegistryMAC] = "m2" }, true},
+		{"label", func(s *corev1.Secret) { s.Labels[SecretLabelIngress] = "other" }, true},
+	} {
+		n := base.DeepCopy()
+		tc.edit(n)
+		if got := registryInputChanged.Update(event.UpdateEvent{ObjectOld: base, ObjectNew: n}); got != tc.want {
+			t.Errorf("%s: rebuild %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	plain := &corev1.Secret{}
+	if registryInputChanged.Create(event.CreateEvent{Object: plain}) || !registryInputChanged.Create(event.CreateEvent{Object: base}) {
+		t.Error("creations: only Gatehouse's Secrets rebuild the registry")
 	}
 }
