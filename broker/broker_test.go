@@ -264,9 +264,21 @@ func TestRefusals(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := w.idp.TokenCalls("authorization_code") + w.idp.TokenCalls("refresh_token")
+			logged := strings.Count(w.log.String(), `"msg":"Broker request"`)
 			got := w.post(tc.provider, tc.endpoint, tc.bearer, tc.form)
 			if got.status != tc.status {
 				t.Fatalf("%d %s, want %d", got.status, got.body, tc.status)
+			}
+			// Every answer, refusals above all, is one log line with its
+			// status.
+			last := ""
+			for _, l := range strings.Split(w.log.String(), "\n") {
+				if strings.Contains(l, `"msg":"Broker request"`) {
+					last = l
+				}
+			}
+			if n := strings.Count(w.log.String(), `"msg":"Broker request"`); n != logged+1 || !strings.Contains(last, fmt.Sprintf(`"status":%d`, tc.status)) {
+				t.Errorf("%d new Broker request lines, the last %q; want one with status %d", n-logged, last, tc.status)
 			}
 			if tc.status == 200 {
 				return
